@@ -1,0 +1,44 @@
+"""pegasus-jax: a JAX/TPU-native Pegasus-1-style video-language model."""
+from setuptools import find_packages, setup
+
+setup(
+    name="pegasus-jax",
+    version="0.1.0",
+    description="Video-language model (video+audio encoder, alignment, Llama decoder) in JAX/Flax NNX",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["pegasus_jax", "pegasus_jax.*", "data_pipelines", "data_pipelines.*"]),
+    install_requires=[
+        "jax[cpu]==0.10.2",
+        "jaxlib==0.10.2",
+        "flax==0.12.8",
+        "optax==0.2.8",
+        "orbax-checkpoint==0.12.8",
+        "grain==0.2.18",
+        "array-record==0.8.6",
+        "sentencepiece==0.2.3",
+        "ml-collections==1.1.0",
+        "safetensors==0.8.0",
+        "av==18.1.0",
+        "msgpack>=1.0,<2",
+        "numpy>=1.26,<3",
+        "scipy>=1.11,<2",
+        "etils[epath]",
+        "tensorboardX>=2.6,<3",
+        "tqdm>=4.66,<5",
+        "matplotlib>=3.8,<4",
+        "jsonschema>=4.20,<5",
+    ],
+    extras_require={
+        # torch is pinned to the CPU build; transformers is the parity reference and the export target.
+        "dev": [
+            "pytest>=8,<9",
+            "pytest-xdist>=3.5,<4",
+            "torch==2.13.0",
+            "transformers==5.23.0",
+        ],
+        "tfds": ["tensorflow-datasets==4.9.10", "tensorflow-cpu==2.21.0"],
+        "tpu": ["libtpu==0.0.52"],
+        "beam": ["apache-beam==2.77.0"],
+    },
+    entry_points={"console_scripts": ["pegasus-jax=pegasus_jax.cli.main:main"]},
+)
