@@ -20,7 +20,7 @@ def get_config():
     al.pool_t, al.pool_h, al.pool_w, al.audio_tokens = 4, 6, 6, 8
     al.visual_token_budget = 1024
     d = c.model.decoder
-    d.vocab_size, d.width, d.depth, d.num_heads, d.num_kv_heads, d.mlp_dim = 32000, 512, 8, 8, 4, 1536
+    d.vocab_size, d.width, d.depth, d.num_heads, d.num_kv_heads, d.mlp_dim = 32000, 640, 12, 10, 5, 1792
     d.rope_theta, d.max_seq_len, d.tie_embeddings = 10000.0, 2048, True
     c.train.batch_size, c.train.steps = 32, 20000
     return c

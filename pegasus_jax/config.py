@@ -107,7 +107,9 @@ def base_config() -> ml_collections.ConfigDict:
     dt.eval_path = ml_collections.FieldReference(None, field_type=str)
     dt.tokenizer = ml_collections.FieldReference(None, field_type=str)  # tokenizer.model; None -> trained on the corpus
     dt.max_segments = 2
-    dt.max_text_len = 64
+    dt.max_text_len = 64  # text tokens (prompt + answer) per example, the longest length bucket
+    dt.length_buckets = (32, 64)  # text lengths batches are padded to (the smallest that fits)
+    dt.transcript_tokens = 8  # speech-transcript tokens per segment (0 disables the transcript stream)
     dt.sample_rate = 16000
     dt.num_workers = 0
     dt.shuffle_seed = 0

@@ -1,0 +1,83 @@
+"""`pegasus-jax data synth|convert|inspect`: make, convert and look at record shards."""
+from __future__ import annotations
+
+import os
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("data", help="make (synth), convert and inspect record shards")
+    sub = p.add_subparsers(dest="data_command", required=True, parser_class=type(p))
+
+    s = sub.add_parser("synth", help="generate the built-in synthetic corpus")
+    s.add_argument("--out", required=True, help="output folder (train/, heldout/, corpus.json)")
+    s.add_argument("--num", type=int, default=2000, help="training clips")
+    s.add_argument("--heldout", type=int, default=200, help="held-out clips (unseen attribute combinations)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=int, default=64, help="frame side in pixels")
+    s.add_argument("--workers", type=int, default=2, help="processes")
+    s.set_defaults(func=run_synth)
+
+    c = sub.add_parser("convert", help="convert an annotated video collection to record shards")
+    c.add_argument("--format", required=True,
+                   help="folder | folder_csv | webvid | msrvtt | videochatgpt | activitynet")
+    c.add_argument("--input", required=True, help="annotation file, or the folder holding it (folder formats)")
+    c.add_argument("--out", required=True, help="output folder for the shards")
+    c.add_argument("--videos", default=None, help="folder holding the videos (default: the annotation file's folder)")
+    c.add_argument("--num-shards", type=int, default=1)
+    c.add_argument("--workers", type=int, default=1, help="local processes (one shard each at a time)")
+    c.add_argument("--runner", default="local", help="local | beam (Apache Beam DirectRunner)")
+    c.add_argument("--prefix", default="data", help="shard file name prefix")
+    c.add_argument("--json", action="store_true", help="print the summary as JSON")
+    c.set_defaults(func=run_convert)
+
+    i = sub.add_parser("inspect", help="counts, durations, sample decodes and failures of record shards")
+    i.add_argument("path", help="shard folder, glob or file (local or gs://)")
+    i.add_argument("--show", type=int, default=3, help="examples to print")
+    i.add_argument("--check", type=int, default=200, help="records to decode-check (0 = all)")
+    i.add_argument("--json", action="store_true", help="print the report as JSON")
+    i.set_defaults(func=run_inspect)
+
+
+def _positive(value: int, flag: str) -> None:
+    from pegasus_jax.errors import UserError
+
+    if value < 0 or (value == 0 and flag in ("--workers", "--size", "--num-shards")):
+        raise UserError(f"{flag} {value}: must be positive")
+
+
+def run_synth(args) -> int:
+    from data_pipelines.synth import generate_corpus
+
+    for value, flag in ((args.num, "--num"), (args.heldout, "--heldout"), (args.size, "--size"), (args.workers, "--workers")):
+        _positive(value, flag)
+    info = generate_corpus(args.out, args.num, args.heldout, args.seed, args.size, args.workers)
+    print(f"wrote {info['counts']['train']} train + {info['counts']['heldout']} heldout clips to {args.out} "
+          f"in {info['seconds']} s (speech: {'yes' if info['speech'] else 'no, espeak-ng not found'})")
+    return 0
+
+
+def run_convert(args) -> int:
+    import json
+
+    from data_pipelines.converters.runner import convert, summary_line
+
+    _positive(args.num_shards, "--num-shards")
+    _positive(args.workers, "--workers")
+    result = convert(args.format, args.input, args.out, args.num_shards, args.workers, args.videos, args.runner, args.prefix)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(summary_line(result))
+        for line in result["skipped"]["examples"]:
+            print(f"  skipped {line}")
+    return 0
+
+
+def run_inspect(args) -> int:
+    import json
+
+    from data_pipelines.inspect_shards import format_report, inspect
+
+    report = inspect(os.fspath(args.path), args.show, args.check)
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 0

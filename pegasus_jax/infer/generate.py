@@ -1,0 +1,159 @@
+"""KV-cache generation: prefill the video prefix and prompt once, then one token per step.
+
+Shapes are static within a bucket: prompts are right-padded to a multiple of PROMPT_BUCKET and the
+cache is sized for prefix + prompt bucket + max_new_tokens, so neither a new token nor a new prompt
+length of the same bucket recompiles. Decoding runs in jitted chunks of CHUNK steps (a `lax.scan`);
+between chunks the host checks stop strings and ends early when every row is done. A `constraint`
+(schema-guided decoding) instead steps one token at a time with an allow-mask from the host.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from pegasus_jax.infer.sampling import SamplingParams, sample
+from pegasus_jax.models.decoder import valid_positions
+from pegasus_jax.models.pegasus import Pegasus
+
+PROMPT_BUCKET = 32
+CHUNK = 8
+
+
+def _bucket(n: int, size: int) -> int:
+    return max(size, -(-n // size) * size)
+
+
+class Generator:
+    """Batched generation with a Pegasus model; `stop_ids` end a row (eos / end-of-turn)."""
+
+    def __init__(self, model: Pegasus, stop_ids: tuple[int, ...], pad_id: int = 0):
+        self.graphdef, self.state = nnx.split(model)
+        self.stop_ids = jnp.asarray(stop_ids, jnp.int32)
+        self.pad_id = pad_id
+        self.dtype = model.decoder.embed(jnp.zeros((1, 1), jnp.int32)).dtype
+        self.width = model.config.model.decoder.width
+
+    def _model(self, state) -> Pegasus:
+        return nnx.merge(self.graphdef, state)
+
+    # -- jitted pieces ----------------------------------------------------------------------------
+    @functools.partial(jax.jit, static_argnums=(0, 6))
+    def _prefill(self, state, prefix, prefix_mask, prompt: jax.Array, prompt_mask: jax.Array, cache_len: int):
+        model = self._model(state)
+        text = model.decoder.embed(prompt)
+        x = jnp.concatenate([prefix.astype(text.dtype), text], axis=1)
+        mask = jnp.concatenate([prefix_mask, prompt_mask], axis=1)
+        cache = model.decoder.init_cache(prompt.shape[0], cache_len, text.dtype)
+        logits, cache = model.decoder(x, valid_positions(mask), mask, cache=cache)
+        last = jnp.max(jnp.where(mask, jnp.arange(mask.shape[1]), -1), axis=1)
+        next_logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
+        return next_logits, cache, mask.sum(axis=1).astype(jnp.int32)
+
+    @functools.partial(jax.jit, static_argnums=(0,))
+    def _step(self, state, cache, token, position):
+        model = self._model(state)
+        x = model.decoder.embed(token[:, None])
+        logits, cache = model.decoder(x, position[:, None], jnp.ones_like(token[:, None], bool), cache=cache)
+        return logits[:, 0], cache
+
+    @functools.partial(jax.jit, static_argnums=(0, 6, 7))
+    def _decode_chunk(self, state, cache, logits, position, done, params: SamplingParams, steps: int, key_data):
+        def body(carry, key):
+            cache, logits, position, done = carry
+            token = sample(logits, key, params)
+            token = jnp.where(done, self.pad_id, token)
+            new_logits, cache = self._step(state, cache, token, position)
+            finished = done | jnp.isin(token, self.stop_ids)
+            return (cache, new_logits, position + 1, finished), (token, done)
+
+        keys = jax.random.split(jax.random.wrap_key_data(key_data), steps)
+        (cache, logits, position, done), (tokens, was_done) = jax.lax.scan(body, (cache, logits, position, done), keys)
+        return cache, logits, position, done, tokens.T, was_done.T
+
+    # -- public API -------------------------------------------------------------------------------
+    def generate_ids(self, prompts: list[list[int]], prefix: tuple[jax.Array, jax.Array] | None,
+                     params: SamplingParams, decode_text: Callable[[list[int]], str] | None = None,
+                     constraint=None) -> list[list[int]]:
+        """Token ids generated for each prompt (stop token excluded, stop strings cut).
+
+        `prefix` is the (B, P, W) video-token embeddings and (B, P) mask from `Pegasus.prefix` (or the
+        streaming encoder), or None for text-only prompts.
+        """
+        result = []
+        for result in self.stream_ids(prompts, prefix, params, decode_text, constraint):
+            pass
+        return result
+
+    def stream_ids(self, prompts, prefix, params: SamplingParams, decode_text=None,
+                   constraint=None) -> Iterator[list[list[int]]]:
+        """Yields each row's ids so far after every chunk; the last yield is the final, stop-cut result."""
+        b = len(prompts)
+        width = _bucket(max(len(p) for p in prompts), PROMPT_BUCKET)
+        prompt = np.full((b, width), self.pad_id, np.int32)
+        prompt_mask = np.zeros((b, width), bool)
+        for i, p in enumerate(prompts):
+            prompt[i, :len(p)], prompt_mask[i, :len(p)] = p, True
+        if prefix is None:
+            prefix = (jnp.zeros((b, 0, self.width), self.dtype), jnp.zeros((b, 0), bool))
+        max_new = _bucket(params.max_new_tokens, CHUNK)
+        cache_len = prefix[0].shape[1] + width + max_new
+        logits, cache, position = self._prefill(self.state, prefix[0], prefix[1], jnp.asarray(prompt),
+                                                jnp.asarray(prompt_mask), cache_len)
+        done = jnp.zeros((b,), bool)
+        out: list[list[int]] = [[] for _ in range(b)]
+        key = jax.random.key(params.seed)
+        finished = np.zeros(b, bool)
+        produced = 0
+        while produced < params.max_new_tokens and not finished.all():
+            if constraint is not None:
+                finished |= np.array([not f and constraint.complete(o) for o, f in zip(out, finished)])
+                if finished.all():
+                    break
+                allowed = constraint.allowed(out, finished)
+                token = sample(logits, jax.random.fold_in(key, produced), params, jnp.asarray(allowed))
+                token = np.asarray(token)
+                new = [[] if finished[i] else [int(token[i])] for i in range(b)]
+                logits, cache = self._step(self.state, cache, jnp.asarray(token), position)
+                position = position + 1
+                steps = 1
+            else:
+                steps = CHUNK
+                key_data = jax.random.key_data(jax.random.fold_in(key, produced))
+                cache, logits, position, done, tokens, was_done = self._decode_chunk(
+                    self.state, cache, logits, position, jnp.asarray(finished), params, steps, key_data)
+                tokens, was_done = np.asarray(tokens), np.asarray(was_done)
+                new = [[int(t) for t, d in zip(tokens[i], was_done[i]) if not d] for i in range(b)]
+            produced += steps
+            stop_ids = set(np.asarray(self.stop_ids).tolist())
+            for i in range(b):
+                for t in new[i]:
+                    if finished[i]:
+                        break
+                    if t in stop_ids:
+                        finished[i] = True
+                        break
+                    out[i].append(t)
+                if constraint is not None and constraint.complete(out[i]):
+                    finished[i] = True
+                if params.stop and decode_text is not None and not finished[i]:
+                    text = decode_text(out[i])
+                    if any(s in text for s in params.stop):
+                        finished[i] = True
+            if produced >= params.max_new_tokens:
+                out = [o[:params.max_new_tokens] for o in out]
+            yield [list(o) for o in out]
+        if params.stop and decode_text is not None:
+            yield [_cut_at_stop(o, params.stop, decode_text) for o in out]
+
+
+def _cut_at_stop(ids: list[int], stops: tuple[str, ...], decode_text) -> list[int]:
+    """Shortest prefix of ids whose text contains a stop string, minus the tokens that complete it."""
+    for n in range(1, len(ids) + 1):
+        if any(s in decode_text(ids[:n]) for s in stops):
+            return ids[:n - 1]
+    return ids

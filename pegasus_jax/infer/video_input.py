@@ -1,0 +1,104 @@
+"""A video file -> the model's video-token prefix, one segment at a time.
+
+Long videos stream: each segment is decoded (sparse seeks, only its frames and its audio), encoded
+and pooled, and only the pooled tokens are kept, so host and device memory stay bounded by one
+segment plus the pooled sequence, whatever the duration. The visual-token budget decides how many
+segments are encoded (spread uniformly over the video when the budget cannot hold all of them) and
+how hard each is pooled.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from data_pipelines import video as video_io
+from data_pipelines.batch import example_spec
+from pegasus_jax.errors import UserError
+from pegasus_jax.models.alignment import pool_shape, tokens_per_segment
+
+
+@dataclasses.dataclass
+class VideoPrefix:
+    embeddings: jax.Array  # (1, P, W_dec)
+    mask: jax.Array  # (1, P) bool
+    duration: float
+    segment_starts: list[float]
+
+
+def read_video(path: str) -> tuple[bytes, video_io.VideoInfo]:
+    """File bytes and stream info; every way a file can fail to be a usable video is a UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"--video: no such file {path}")
+    data = open(path, "rb").read()
+    try:
+        info = video_io.probe(data)
+    except video_io.DecodeError as e:
+        raise UserError(f"--video: {path} is not a readable video ({e.kind})") from None
+    if not info.has_video:
+        raise UserError(f"--video: {path} has no video stream")
+    if not info.duration or info.duration <= 0:
+        raise UserError(f"--video: {path} has zero duration")
+    return data, info
+
+
+def plan_segments(config, duration: float) -> tuple[list[float], tuple[int, int, int]]:
+    """Segment start times and the pooling target for a whole video within the token budget."""
+    seg = config.model.align.segment_seconds
+    wanted = max(1, math.ceil(duration / seg))
+    audio = config.model.align.audio_tokens if config.model.audio.enabled else 0
+    smallest = tokens_per_segment((1, 1, 1), audio, config.data.transcript_tokens)
+    count = min(wanted, config.model.align.visual_token_budget // smallest)
+    if count < wanted:  # spread the segments we can afford over the whole video
+        starts = [i * (duration - seg) / max(count - 1, 1) for i in range(count)]
+    else:
+        starts = [i * seg for i in range(count)]
+    return starts, pool_shape(config, count)
+
+
+def segment_batch(config, data: bytes, start: float, has_audio: bool) -> dict:
+    """A one-example, one-segment batch (frames + audio of [start, start + segment_seconds))."""
+    spec = example_spec(config)
+    seg = config.model.align.segment_seconds
+    f = config.model.align.frames_per_segment
+    times = [start + (i + 0.5) * seg / f for i in range(f)]
+    frames, _ = video_io.sample_frames(data, times, config.model.vision.image_size)
+    batch = {k: np.zeros((1, 1) + shape[1:], dtype) for k, (shape, dtype) in spec.items() if k not in
+             ("tokens", "targets", "loss_mask", "text_mask")}
+    batch["frames"][0, 0] = frames
+    batch["segment_mask"][:] = True
+    batch["segment_start"][:] = start
+    if has_audio and config.model.audio.enabled:
+        wave = video_io.decode_audio(data, config.data.sample_rate, start, start + seg)
+        n = min(len(wave), batch["audio"].shape[-1])
+        batch["audio"][0, 0, :n] = wave[:n]
+        batch["audio_mask"][:] = n > 0
+    return batch
+
+
+class SegmentEncoder:
+    """Jitted one-segment prefix encoder (compiled once per pooling target)."""
+
+    def __init__(self, model):
+        self.graphdef, self.state = nnx.split(model)
+        self.config = model.config
+
+    @functools.partial(jax.jit, static_argnums=(0, 3))
+    def _encode(self, state, batch, pool):
+        return nnx.merge(self.graphdef, state).prefix(batch, pool)
+
+    def encode_file(self, path: str) -> VideoPrefix:
+        data, info = read_video(path)
+        starts, pool = plan_segments(self.config, info.duration)
+        parts, masks = [], []
+        for start in starts:
+            emb, mask = self._encode(self.state, segment_batch(self.config, data, start, info.has_audio), pool)
+            parts.append(emb)
+            masks.append(mask)
+        return VideoPrefix(jnp.concatenate(parts, axis=1), jnp.concatenate(masks, axis=1), info.duration, starts)

@@ -1,0 +1,119 @@
+"""Video-language alignment: parameter-free adaptive pooling, MLP projectors, segment markers.
+
+Vision follows PLLaVA's adaptive structure pooling: each segment's (T, g, g) feature grid is
+average-pooled to (T', h', w') with PyTorch AdaptiveAvgPool bins. Pooling space is cheap and pooling
+time hurts (PLLaVA), so when the token budget is tight `pool_shape` shrinks h', w' first.
+We pool before the projector (PLLaVA pools after): the projector then runs on T'h'w' tokens instead of
+T*g*g, which is what makes hour-long inputs affordable.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from pegasus_jax.models.layers import Dense, activation
+
+TIME_FEATURES = 64  # sinusoidal features of a segment's start time (seconds)
+
+
+@functools.lru_cache(maxsize=None)
+def adaptive_pool_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) averaging matrix with AdaptiveAvgPool bins [floor(i*n/m), ceil((i+1)*n/m))."""
+    mat = np.zeros((n_out, n_in), np.float32)
+    for i in range(n_out):
+        start = (i * n_in) // n_out
+        end = -((-(i + 1) * n_in) // n_out)
+        mat[i, start:end] = 1.0 / (end - start)
+    return mat
+
+
+def adaptive_avg_pool(x: jax.Array, out_shape: tuple[int, ...], axes: tuple[int, ...]) -> jax.Array:
+    """Adaptive average pooling of `x` along `axes` to `out_shape` (one size per axis)."""
+    for axis, n_out in zip(axes, out_shape):
+        n_in = x.shape[axis]
+        if n_in == n_out:
+            continue
+        mat = jnp.asarray(adaptive_pool_matrix(n_in, n_out), x.dtype)
+        x = jnp.moveaxis(jnp.tensordot(mat, x, axes=[[1], [axis]]), 0, axis)
+    return x
+
+
+def tokens_per_segment(pool: tuple[int, int, int], audio_tokens: int, transcript_tokens: int) -> int:
+    return 1 + math.prod(pool) + audio_tokens + transcript_tokens
+
+
+def pool_shape(config, num_segments: int) -> tuple[int, int, int]:
+    """(T', h', w') for `num_segments` segments within `align.visual_token_budget`.
+
+    The configured target is used when it fits; otherwise space is pooled harder first (down to 1x1),
+    then time. Raises ValueError when even (1, 1, 1) does not fit.
+    """
+    al = config.model.align
+    audio = al.audio_tokens if config.model.audio.enabled else 0
+    transcript = config.data.transcript_tokens
+    t, h, w = al.pool_t, al.pool_h, al.pool_w
+    budget = al.visual_token_budget
+
+    def fits(t_, h_, w_):
+        return num_segments * tokens_per_segment((t_, h_, w_), audio, transcript) <= budget
+
+    while not fits(t, h, w) and (h > 1 or w > 1):
+        h, w = max(1, h - 1), max(1, w - 1)
+    while not fits(t, h, w) and t > 1:
+        t -= 1
+    if not fits(t, h, w):
+        raise ValueError(f"{num_segments} segments do not fit align.visual_token_budget={budget} even at 1 token each")
+    return t, h, w
+
+
+def time_features(seconds: jax.Array) -> jax.Array:
+    """Sinusoidal features of times in seconds, periods from 1 s to ~3 h. (...,) -> (..., TIME_FEATURES)."""
+    half = TIME_FEATURES // 2
+    periods = jnp.exp(jnp.linspace(jnp.log(1.0), jnp.log(10000.0), half))
+    angles = seconds[..., None].astype(jnp.float32) * (2 * jnp.pi / periods)
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+class Projector(nnx.Module):
+    """Two-layer MLP with GELU mapping an encoder's width into the decoder's (LLaVA's mlp2x_gelu)."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.fc1 = Dense(in_dim, hidden, ("embed", "mlp"), **kw)
+        self.fc2 = Dense(hidden, out_dim, ("mlp", "embed"), **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.fc2(activation("gelu")(self.fc1(x)))
+
+
+class Alignment(nnx.Module):
+    """Maps encoder outputs to decoder-space tokens: pooled vision, pooled audio, segment markers."""
+
+    def __init__(self, config, *, dtype, param_dtype, rngs: nnx.Rngs):
+        m = config.model
+        width = m.decoder.width
+        hidden = m.align.projector_hidden or width
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.vision_projector = Projector(m.vision.width, hidden, width, **kw)
+        self.audio_projector = Projector(m.audio.width, hidden, width, **kw) if m.audio.enabled else None
+        self.time_embed = Dense(TIME_FEATURES, width, (None, "embed"), **kw)
+        self.audio_tokens = m.align.audio_tokens
+
+    def vision(self, grid: jax.Array, pool: tuple[int, int, int]) -> jax.Array:
+        """(N, T, g, g, Wv) -> (N, T'h'w', W_dec)."""
+        pooled = adaptive_avg_pool(grid, pool, axes=(1, 2, 3))
+        n = pooled.shape[0]
+        return self.vision_projector(pooled.reshape(n, -1, pooled.shape[-1]))
+
+    def audio(self, features: jax.Array) -> jax.Array:
+        """(N, P, Wa) -> (N, audio_tokens, W_dec)."""
+        return self.audio_projector(adaptive_avg_pool(features, (self.audio_tokens,), axes=(1,)))
+
+    def marker(self, seconds: jax.Array) -> jax.Array:
+        """Segment start times (...,) -> timestamp marker embeddings (..., W_dec)."""
+        return self.time_embed(time_features(seconds))

@@ -1,0 +1,71 @@
+"""Audio encoder, weight-compatible with the Hugging Face Whisper encoder.
+
+conv1 (k3, pad 1) + GELU, conv2 (k3, stride 2, pad 1) + GELU, + position embedding, pre-norm
+layers (k projection without bias), final LayerNorm. Unlike HF, which insists on exactly 30 s
+(2 * max_source_positions mel frames), any length up to that is accepted and the first positions
+are used: a segment of audio is encoded on its own.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from pegasus_jax.models.layers import LayerNorm, LayerStack, PreNormEncoderLayer, activation, param
+from pegasus_jax.models.log_mel import log_mel_spectrogram
+from pegasus_jax.sharding import constrain
+
+
+class Conv1d(nnx.Module):
+    """Time-major 1-D convolution: (B, T, C_in) -> (B, T', C_out); kernel (k, C_in, C_out)."""
+
+    def __init__(self, in_dim: int, out_dim: int, *, stride: int, dtype, param_dtype, rngs: nnx.Rngs):
+        init = nnx.initializers.lecun_normal()
+        self.kernel = param(rngs, init, (3, in_dim, out_dim), ("conv", None, "embed"), param_dtype)
+        self.bias = param(rngs, nnx.initializers.zeros, (out_dim,), ("embed",), param_dtype)
+        self.stride = stride
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = jax.lax.conv_general_dilated(x.astype(self.dtype), self.kernel[...].astype(self.dtype),
+                                         window_strides=(self.stride,), padding=[(1, 1)],
+                                         dimension_numbers=("NWC", "WIO", "NWC"))
+        return y + self.bias[...].astype(self.dtype)
+
+
+class AudioEncoder(nnx.Module):
+    def __init__(self, acfg, *, dtype, param_dtype, scan: bool, remat: str, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype)
+        w = acfg.width
+        self.num_mel_bins = acfg.num_mel_bins
+        self.conv1 = Conv1d(acfg.num_mel_bins, w, stride=1, rngs=rngs, **kw)
+        self.conv2 = Conv1d(w, w, stride=2, rngs=rngs, **kw)
+        self.embed_positions = nnx.Param(sinusoids(acfg.max_source_positions, w).astype(param_dtype),
+                                         out_sharding=("positions", "embed"))
+        self.layers = LayerStack(
+            lambda r: PreNormEncoderLayer(w, acfg.num_heads, acfg.mlp_dim, acfg.layer_norm_eps, "gelu",
+                                          k_bias=False, rngs=r, **kw),
+            acfg.depth, scan=scan, remat=remat, rngs=rngs)
+        self.layer_norm = LayerNorm(w, acfg.layer_norm_eps, rngs=rngs, **kw)
+
+    def __call__(self, mel: jax.Array) -> jax.Array:
+        """(B, frames, num_mel_bins) -> (B, ceil(frames / 2), width)."""
+        gelu = activation("gelu")
+        x = gelu(self.conv2(gelu(self.conv1(mel))))
+        x = x + self.embed_positions[...][: x.shape[1]].astype(x.dtype)
+        x = self.layers(constrain(x, ("batch", "length", "act_embed")))
+        return self.layer_norm(x)
+
+    def encode_waveform(self, waveform: jax.Array) -> jax.Array:
+        """(B, samples) 16 kHz mono -> (B, positions, width)."""
+        return self(log_mel_spectrogram(waveform, self.num_mel_bins))
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> jax.Array:
+    """Whisper's fixed position table (its initial value; the encoder keeps it as a parameter)."""
+    log_increment = math.log(max_timescale) / (channels // 2 - 1)
+    inv = jnp.exp(-log_increment * jnp.arange(channels // 2))
+    t = jnp.arange(length)[:, None] * inv[None, :]
+    return jnp.concatenate([jnp.sin(t), jnp.cos(t)], axis=1)

@@ -1,0 +1,112 @@
+"""Llama-style decoder, weight-compatible with Hugging Face `LlamaForCausalLM`.
+
+RMSNorm -> grouped-query attention with RoPE -> residual; RMSNorm -> SwiGLU -> residual; final
+RMSNorm; lm_head (or the tied embedding). Attention is causal by *position*: the caller passes RoPE
+positions that count valid tokens only, and a key is visible to a query when it is valid and its
+position is not later. The same rule serves a full forward pass, a prefill into the KV cache and
+one-token decode steps, so all three compute the same logits.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from pegasus_jax.config import head_dim
+from pegasus_jax.models.layers import Dense, LayerStack, RMSNorm, dot_product_attention, param
+from pegasus_jax.models.lora import projection
+from pegasus_jax.models.rope import apply_rope, rope_cos_sin
+from pegasus_jax.sharding import constrain
+
+
+def valid_positions(mask: jax.Array) -> jax.Array:
+    """RoPE positions that count valid tokens only (padding repeats its predecessor's position)."""
+    return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, dcfg, lora_cfg, *, dtype, param_dtype, rngs: nnx.Rngs):
+        w, h, kv, hd = dcfg.width, dcfg.num_heads, dcfg.num_kv_heads, head_dim(dcfg)
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.attn_norm = RMSNorm(w, dcfg.rms_norm_eps, **kw)
+        self.q = projection(w, h * hd, ("embed", "heads"), "q", lora_cfg, **kw)
+        self.k = projection(w, kv * hd, ("embed", "kv_heads"), "k", lora_cfg, **kw)
+        self.v = projection(w, kv * hd, ("embed", "kv_heads"), "v", lora_cfg, **kw)
+        self.o = projection(h * hd, w, ("heads", "embed"), "o", lora_cfg, **kw)
+        self.mlp_norm = RMSNorm(w, dcfg.rms_norm_eps, **kw)
+        self.gate = projection(w, dcfg.mlp_dim, ("embed", "mlp"), "gate", lora_cfg, **kw)
+        self.up = projection(w, dcfg.mlp_dim, ("embed", "mlp"), "up", lora_cfg, **kw)
+        self.down = projection(dcfg.mlp_dim, w, ("mlp", "embed"), "down", lora_cfg, **kw)
+        self.shape = (h, kv, hd)
+
+    def __call__(self, x, cos, sin, mask, write_index=None, per_layer=None):
+        b, t, _ = x.shape
+        h, kv, hd = self.shape
+        y = self.attn_norm(x)
+        q = apply_rope(self.q(y).reshape(b, t, h, hd), cos, sin)
+        k = apply_rope(self.k(y).reshape(b, t, kv, hd), cos, sin)
+        v = self.v(y).reshape(b, t, kv, hd)
+        q = constrain(q, ("batch", "length", "act_heads", None))
+        if per_layer is not None:  # write this chunk into the cache, then attend over the whole cache
+            k = jax.lax.dynamic_update_slice(per_layer["k"], k.astype(per_layer["k"].dtype), (0, write_index, 0, 0))
+            v = jax.lax.dynamic_update_slice(per_layer["v"], v.astype(per_layer["v"].dtype), (0, write_index, 0, 0))
+        out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+        x = x + self.o(out.reshape(b, t, h * hd))
+        y = self.mlp_norm(x)
+        hidden = constrain(jax.nn.silu(self.gate(y)) * self.up(y), ("batch", "length", "act_mlp"))
+        x = constrain(x + self.down(hidden), ("batch", "length", "act_embed"))
+        return x if per_layer is None else (x, {"k": k, "v": v})
+
+
+class Decoder(nnx.Module):
+    def __init__(self, dcfg, lora_cfg, *, dtype, param_dtype, scan: bool, remat: str, rngs: nnx.Rngs):
+        self.cfg = dcfg
+        self.dtype = dtype
+        self.embed_tokens = param(rngs, nnx.initializers.normal(0.02), (dcfg.vocab_size, dcfg.width),
+                                  ("vocab", "embed"), param_dtype)
+        self.layers = LayerStack(
+            lambda r: DecoderLayer(dcfg, lora_cfg, dtype=dtype, param_dtype=param_dtype, rngs=r),
+            dcfg.depth, scan=scan, remat=remat, rngs=rngs)
+        self.norm = RMSNorm(dcfg.width, dcfg.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
+        self.lm_head = None if dcfg.tie_embeddings else Dense(
+            dcfg.width, dcfg.vocab_size, ("embed", "vocab"), use_bias=False, dtype=dtype, param_dtype=param_dtype,
+            rngs=rngs)
+
+    def embed(self, tokens: jax.Array) -> jax.Array:
+        return jnp.take(self.embed_tokens[...], tokens, axis=0).astype(self.dtype)
+
+    def init_cache(self, batch: int, max_len: int, dtype=None) -> dict:
+        kv, hd = self.cfg.num_kv_heads, head_dim(self.cfg)
+        shape = (self.cfg.depth, batch, max_len, kv, hd)
+        dtype = dtype or self.dtype
+        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+                "valid": jnp.zeros((batch, max_len), bool), "pos": jnp.zeros((batch, max_len), jnp.int32),
+                "index": jnp.zeros((), jnp.int32)}
+
+    def __call__(self, x: jax.Array, positions: jax.Array, attention_mask: jax.Array, cache: dict | None = None):
+        """x (B, T, W) embeddings, positions (B, T), attention_mask (B, T) valid tokens.
+
+        Returns (logits (B, T, vocab) float32, updated cache or None).
+        """
+        x = constrain(x.astype(self.dtype), ("batch", "length", "act_embed"))
+        cos, sin = rope_cos_sin(positions, head_dim(self.cfg), self.cfg.rope_theta)
+        if cache is None:
+            key_valid, key_pos = attention_mask, positions
+        else:
+            idx = cache["index"]
+            key_valid = jax.lax.dynamic_update_slice(cache["valid"], attention_mask, (0, idx))
+            key_pos = jax.lax.dynamic_update_slice(cache["pos"], positions.astype(jnp.int32), (0, idx))
+        mask = key_valid[:, None, None, :] & (key_pos[:, None, None, :] <= positions[:, None, :, None])
+        if cache is None:
+            x = self.layers(x, cos, sin, mask)
+            new_cache = None
+        else:
+            x, kv = self.layers(x, cos, sin, mask, idx, per_layer={"k": cache["k"], "v": cache["v"]})
+            new_cache = {"k": kv["k"], "v": kv["v"], "valid": key_valid, "pos": key_pos,
+                         "index": idx + x.shape[1]}
+        x = self.norm(x)
+        if self.lm_head is None:
+            logits = jnp.dot(x, self.embed_tokens[...].astype(self.dtype).T)
+        else:
+            logits = self.lm_head(x)
+        return constrain(logits.astype(jnp.float32), ("batch", "length", "act_vocab")), new_cache

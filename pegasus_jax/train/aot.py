@@ -1,0 +1,161 @@
+"""Ahead-of-time compilation of the real train step for a TPU topology, from a CPU host (libtpu).
+
+The state and batch are abstract (ShapeDtypeStructs with shardings over the topology's compile-only
+devices), so nothing of the model is materialised; XLA's memory analysis of the compiled step gives
+per-chip argument / output / temporary bytes, which decide whether the config fits the chip's HBM.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+
+import jax
+
+from pegasus_jax import sharding
+from pegasus_jax.errors import UserError
+
+GIB = 1024 ** 3
+
+
+@dataclasses.dataclass(frozen=True)
+class TpuFamily:
+    name: str
+    hbm_gib: float  # per chip
+    peak_flops: float  # dense bf16 per chip
+    cores_per_chip: int  # the N in "v5p-N" counts TensorCores on megacore chips
+    dims: int  # 3D torus (v4, v5p) or 2D (v5e, v6e)
+    chip_config: str
+
+
+FAMILIES = {
+    "v4": TpuFamily("v4", 32, 275e12, 2, 3, "megacore"),
+    "v5p": TpuFamily("v5p", 95, 459e12, 2, 3, "megacore"),
+    "v5e": TpuFamily("v5e", 16, 197e12, 1, 2, "default"),
+    "v6e": TpuFamily("v6e", 32, 918e12, 1, 2, "default"),
+}
+
+
+def parse_topology(name: str) -> tuple[TpuFamily, int, tuple[int, ...]]:
+    """'v5p-256' -> (family, chips=128, bounds=(4, 4, 8))."""
+    m = re.fullmatch(r"(v4|v5p|v5e|v6e)-(\d+)", name)
+    if not m:
+        raise UserError(f"--topology: {name!r} is not a TPU slice name like v5p-256, v5e-64, v6e-256 or v4-32")
+    family = FAMILIES[m.group(1)]
+    cores = int(m.group(2))
+    if cores % family.cores_per_chip:
+        raise UserError(f"--topology: {name} is not a whole number of {family.name} chips")
+    chips = cores // family.cores_per_chip
+    if chips & (chips - 1):
+        raise UserError(f"--topology: {name} must have a power-of-two number of chips")
+    return family, chips, chip_bounds(chips, family.dims)
+
+
+def chip_bounds(chips: int, dims: int) -> tuple[int, ...]:
+    """Most cubic power-of-two factorisation, smallest axes first (4x4x8 for 128 chips)."""
+    bounds = [1] * dims
+    i = 0
+    while math.prod(bounds) < chips:
+        bounds[i % dims] *= 2
+        i += 1
+    return tuple(sorted(bounds))
+
+
+def topology_devices(name: str):
+    from jax.experimental import topologies
+
+    family, chips, bounds = parse_topology(name)
+    host = (2, 2, 1) if chips >= 4 else bounds + (1,) * (3 - len(bounds))
+    try:
+        topo = topologies.get_topology_desc(
+            topology_name=f"{family.name}:{'x'.join(map(str, bounds))}", platform="tpu",
+            chip_config_name=family.chip_config, chips_per_host_bounds=host, num_slices=1)
+    except Exception as e:  # libtpu missing or topology rejected: a user-facing problem, not a crash
+        raise UserError(f"--topology: cannot build {name} ({type(e).__name__}: {e}); is the `tpu` extra "
+                        "(libtpu) installed?") from None
+    return family, topo.devices
+
+
+@dataclasses.dataclass
+class CompileReport:
+    topology: str
+    chips: int
+    argument_gib: float
+    output_gib: float
+    temp_gib: float
+    total_gib: float
+    hbm_gib: float
+    flops_per_step: float
+    step_time_s_at_mfu: float
+    mfu_assumed: float
+    compile_s: float
+    params: int
+
+    @property
+    def fits(self) -> bool:
+        return self.total_gib <= self.hbm_gib
+
+    def lines(self) -> list[str]:
+        return [
+            f"topology: {self.topology} ({self.chips} chips, {self.hbm_gib:.0f} GiB HBM each)",
+            f"parameters: {self.params:,}",
+            f"per-chip memory: arguments {self.argument_gib:.2f} GiB, outputs {self.output_gib:.2f} GiB, "
+            f"temporaries {self.temp_gib:.2f} GiB, total {self.total_gib:.2f} GiB",
+            f"fits: {'yes' if self.fits else 'no'}",
+            f"analytic FLOPs per step: {self.flops_per_step:.3e}",
+            f"expected step time at {self.mfu_assumed:.0%} MFU: {self.step_time_s_at_mfu:.3f} s",
+            f"compile time: {self.compile_s:.1f} s",
+        ]
+
+
+def compile_for_topology(config, topology: str, mfu: float = 0.5) -> CompileReport:
+    from data_pipelines.batch import zeros_batch
+    from pegasus_jax.scaling.flops import flops_per_step
+    from pegasus_jax.train.state import TrainSpec, count_params
+    from pegasus_jax.train.step import make_train_step
+
+    family, devices = topology_devices(topology)
+    mesh = sharding.make_mesh(config.mesh, devices)
+    spec = TrainSpec.create(config, mesh)
+    state = spec.abstract_state()
+    rules = config.mesh.axis_rules
+    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding.batch_sharding(mesh, rules, v.ndim))
+             for k, v in zeros_batch(config, config.train.batch_size).items()}
+    dp = math.prod(mesh.shape[a] for a in sharding.rules_dict(rules)["batch"])
+    if config.train.batch_size % dp:
+        raise UserError(f"config.train.batch_size: {config.train.batch_size} does not divide over the {dp} "
+                        f"data-parallel shards of {topology}")
+    t0 = time.perf_counter()
+    compiled = make_train_step(spec, batch).lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    arg, out, temp = mem.argument_size_in_bytes, mem.output_size_in_bytes, mem.temp_size_in_bytes
+    alias = getattr(mem, "alias_size_in_bytes", 0)
+    code = getattr(mem, "generated_code_size_in_bytes", 0)
+    total = arg + out - alias + temp + code
+    flops = flops_per_step(config)
+    chips = len(devices)
+    return CompileReport(
+        topology=topology, chips=chips, argument_gib=arg / GIB, output_gib=out / GIB, temp_gib=temp / GIB,
+        total_gib=total / GIB, hbm_gib=family.hbm_gib, flops_per_step=flops,
+        step_time_s_at_mfu=flops / (chips * family.peak_flops * mfu), mfu_assumed=mfu, compile_s=compile_s,
+        params=count_params(state["params"]) + count_params(state["frozen"]))
+
+
+def find_topology(config, family_name: str, max_chips: int = 8192, mfu: float = 0.5) -> CompileReport | None:
+    """Smallest slice of a family on which the config compiles and fits, doubling the chip count."""
+    if family_name not in FAMILIES:
+        raise UserError(f"--find-topology: unknown family {family_name!r}; one of {sorted(FAMILIES)}")
+    family = FAMILIES[family_name]
+    chips = 4
+    while chips <= max_chips:
+        name = f"{family.name}-{chips * family.cores_per_chip}"
+        try:
+            report = compile_for_topology(config, name, mfu)
+        except UserError:
+            report = None  # e.g. the batch does not divide this slice's data axis
+        if report is not None and report.fits:
+            return report
+        chips *= 2
+    return None

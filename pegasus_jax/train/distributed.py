@@ -1,0 +1,44 @@
+"""Multi-controller start-up: one JAX process per host (TPU VM worker, SLURM task, or local rehearsal).
+
+- TPU pods and SLURM: `jax.distributed.initialize()` reads the cluster's own environment.
+- Local rehearsal (launch/local.sh): PEGASUS_COORDINATOR=host:port, PEGASUS_NUM_PROCESSES,
+  PEGASUS_PROCESS_ID; on CPU the processes exchange collectives through gloo.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+
+from pegasus_jax.errors import UserError
+
+
+def initialize() -> None:
+    """Join the job's processes, if this is a multi-process run. Idempotent."""
+    if jax.distributed.is_initialized():
+        return
+    coordinator = os.environ.get("PEGASUS_COORDINATOR")
+    if coordinator:
+        try:
+            num = int(os.environ["PEGASUS_NUM_PROCESSES"])
+            pid = int(os.environ["PEGASUS_PROCESS_ID"])
+        except (KeyError, ValueError):
+            raise UserError("PEGASUS_COORDINATOR is set but PEGASUS_NUM_PROCESSES / PEGASUS_PROCESS_ID are missing "
+                            "or not integers") from None
+        if os.environ.get("JAX_PLATFORMS", "cpu").startswith("cpu"):
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num, process_id=pid)
+    elif os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        jax.distributed.initialize()
+    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize()
+
+
+def is_main() -> bool:
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)

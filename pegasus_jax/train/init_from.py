@@ -1,0 +1,44 @@
+"""Initialise a run's parameters from another run's checkpoint (e.g. stage 1 -> stage 2).
+
+Parameters are matched by their path in the model tree, whatever stage (trainable or frozen) they
+were in either run. A path present in both with different shapes is an error naming the tensor;
+paths only in the new model keep their fresh initialisation and are reported as new.
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+from pegasus_jax.errors import UserError
+from pegasus_jax.train import checkpoint
+
+
+def _flat(tree) -> dict[tuple, object]:
+    return traverse_util.flatten_dict(tree) if tree else {}
+
+
+def load_into(spec, state: dict, source: str) -> tuple[dict, str]:
+    workdir, step = checkpoint.resolve_checkpoint(source)
+    mngr = checkpoint.manager(workdir, None, read_only=True)
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        **{checkpoint.STATE: ocp.args.PyTreeRestore(restore_args=None)}))[checkpoint.STATE]
+    source_params = {**_flat(restored.get("frozen")), **_flat(restored.get("params"))}
+    loaded, new = 0, 0
+    out = dict(state)
+    for group in ("params", "frozen"):
+        flat = _flat(state[group])
+        for path, value in flat.items():
+            if path not in source_params:
+                new += 1
+                continue
+            src = np.asarray(source_params[path])
+            if src.shape != value.shape:
+                raise UserError(f"config.train.init_from: tensor {'/'.join(map(str, path))} has shape {src.shape} in "
+                                f"{source}, expected {value.shape}")
+            flat[path] = jax.device_put(src.astype(value.dtype), value.sharding)
+            loaded += 1
+        out[group] = traverse_util.unflatten_dict(flat)
+    unused = len(source_params) - loaded
+    return out, f"loaded {loaded} tensors from step {step}, {new} new, {unused} in the source unused"
