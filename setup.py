@@ -36,7 +36,8 @@ setup(
             "torch==2.13.0",
             "transformers==5.23.0",
         ],
-        "tfds": ["tensorflow-datasets==4.9.10", "tensorflow-cpu==2.21.0"],
+        # TFDS 4.9.10 imports importlib_resources lazily but does not declare it for Python 3.11.
+        "tfds": ["tensorflow-datasets==4.9.10", "tensorflow-cpu==2.21.0", "importlib_resources==7.1.0"],
         "tpu": ["libtpu==0.0.52"],
         "beam": ["apache-beam==2.77.0"],
     },

@@ -230,12 +230,12 @@ def make_clip(seed: int, split: str, index: int, size: int = 64, speech: bool | 
 
 # ---- the corpus --------------------------------------------------------------------------------
 
-def _write_shard(task: tuple) -> tuple[str, int, int]:
+def _write_shard(task: tuple) -> tuple[str, int]:
     from data_pipelines.records import serialize, write_records
 
     split, path, start, stop, seed, size, speech = task
     count = write_records((serialize(make_clip(seed, split, i, size, speech)) for i in range(start, stop)), path)
-    return split, count, os.getpid()
+    return split, count
 
 
 def _tasks(out_dir: str, split: str, count: int, seed: int, size: int, speech: bool) -> list[tuple]:
@@ -264,7 +264,7 @@ def generate_corpus(out_dir: str, num: int = 2000, heldout: int = 200, seed: int
             results = pool.map(_write_shard, tasks, chunksize=1)
     else:
         results = [_write_shard(t) for t in tasks]
-    for split, count, _ in results:
+    for split, count in results:
         counts[split] += count
     info = {
         "format": "pegasus-jax synthetic corpus",

@@ -29,6 +29,6 @@ def read_items(input_path: str, videos_dir: str | None = None) -> tuple[list[dic
             skips.add("no_text" if vid else "bad_row", f"video {vid!r}: no captions" if vid else f"entry {video}")
             continue
         path = find_video(root, vid) or os.path.join(root, vid + ".mp4")
-        metadata = {"source": "msrvtt", **{k.replace(" ", "_"): video[k] for k in VIDEO_FIELDS if k in video}}
+        metadata = {"source": "msrvtt", "video_id": vid, **{k.replace(" ", "_"): video[k] for k in VIDEO_FIELDS if k in video}}
         items.append(item(f"msrvtt-{vid}", path, texts, metadata=metadata))
     return items, skips

@@ -11,7 +11,7 @@ import os
 from data_pipelines.converters.common import Skips
 
 
-def _example(it: dict, data: bytes, skips: Skips):
+def to_example(it: dict, data: bytes, skips: Skips):
     from data_pipelines.records import VideoExample
     from data_pipelines.video import DecodeError, probe
 
@@ -39,7 +39,7 @@ def _records(items: list[dict], skips: Skips, written: list[int]):
             skips.add("empty_video", f"{it['id']}: {path}")
             continue
         written[0] += 1
-        yield serialize(_example(it, data, skips))
+        yield serialize(to_example(it, data, skips))
 
 
 def convert_shard(items: list[dict], out_path: str) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import time
 
@@ -47,26 +48,32 @@ def parse_topology(name: str) -> tuple[TpuFamily, int, tuple[int, ...]]:
     if cores % family.cores_per_chip:
         raise UserError(f"--topology: {name} is not a whole number of {family.name} chips")
     chips = cores // family.cores_per_chip
-    if chips & (chips - 1):
-        raise UserError(f"--topology: {name} must have a power-of-two number of chips")
+    if chips < 4 or chips & (chips - 1):
+        raise UserError(f"--topology: {name} must have a power-of-two number of chips, at least 4")
     return family, chips, chip_bounds(chips, family.dims)
 
 
 def chip_bounds(chips: int, dims: int) -> tuple[int, ...]:
-    """Most cubic power-of-two factorisation, smallest axes first (4x4x8 for 128 chips)."""
-    bounds = [1] * dims
-    i = 0
+    """Slice shape in chips: from one host's 2x2(x1), double the smallest axis (the last on ties).
+
+    128 chips -> 4x4x8, 256 -> 4x8x8 (3D); 256 -> 16x16 (2D).
+    """
+    bounds = [2, 2, 1][:dims] if dims == 3 else [2, 2]
     while math.prod(bounds) < chips:
-        bounds[i % dims] *= 2
-        i += 1
-    return tuple(sorted(bounds))
+        smallest = min(bounds)
+        i = max(j for j, b in enumerate(bounds) if b == smallest)
+        bounds[i] *= 2
+    return tuple(bounds)
 
 
 def topology_devices(name: str):
     from jax.experimental import topologies
 
     family, chips, bounds = parse_topology(name)
-    host = (2, 2, 1) if chips >= 4 else bounds + (1,) * (3 - len(bounds))
+    host = (2, 2, 1)
+    # On a CPU host libtpu probes for TPU metadata at start-up; name the target so it stays quiet.
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", name)
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
     try:
         topo = topologies.get_topology_desc(
             topology_name=f"{family.name}:{'x'.join(map(str, bounds))}", platform="tpu",

@@ -1,0 +1,54 @@
+"""Load a trained model for inference from `--checkpoint` (a workdir or one step's folder).
+
+The checkpoint is self-contained: its metadata item holds the resolved config and the tokenizer, so
+nothing else from the training run is needed.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+
+import jax
+import ml_collections
+
+from pegasus_jax import sharding
+from pegasus_jax.config import validate
+from pegasus_jax.errors import UserError
+from pegasus_jax.train import checkpoint
+
+
+def config_from_metadata(meta: dict) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict(meta["config"])
+    config.mesh.axis_rules = tuple((name, tuple(t) if isinstance(t, list) else t) for name, t in config.mesh.axis_rules)
+    return validate(config)
+
+
+def tokenizer_file(meta: dict, directory: str) -> str:
+    """Write the checkpoint's tokenizer.model into `directory` and return its path."""
+    tok = meta.get("tokenizer")
+    if not tok:
+        raise UserError("--checkpoint: this checkpoint has no tokenizer in its metadata")
+    path = os.path.join(directory, "tokenizer.model")
+    with open(path, "wb") as f:
+        f.write(base64.b64decode(tok["model_b64"]))
+    return path
+
+
+def load(path: str, devices=None):
+    """(model, config, tokenizer, step) from a checkpoint, the model's parameters on `devices`."""
+    from data_pipelines.tokenizer import Tokenizer
+    from pegasus_jax.train.state import TrainSpec
+
+    workdir, step = checkpoint.resolve_checkpoint(path)
+    meta = checkpoint.read_metadata(workdir, step)
+    config = config_from_metadata(meta)
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
+    mesh = sharding.make_mesh(config.mesh, devices or jax.devices()[:1])
+    spec = TrainSpec.create(config, mesh)
+    state, _, _ = checkpoint.restore(checkpoint.manager(workdir, None, read_only=True), step,
+                                     spec.abstract_state(), None)
+    model = spec.model(state["params"], state["frozen"], state["rest"])
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = Tokenizer.load(tokenizer_file(meta, tmp))
+    return model, config, tokenizer, step
