@@ -27,6 +27,7 @@ setup(
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",
         "jsonschema>=4.20,<5",
+        "pycocoevalcap==1.2",
     ],
     extras_require={
         # torch is pinned to the CPU build; transformers is the parity reference and the export target.

@@ -6,3 +6,12 @@ from flax import nnx as _nnx
 _nnx.use_eager_sharding(False)
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # `from pegasus_jax import Pegasus` (the inference API) without importing JAX models on package import.
+    if name == "Pegasus":
+        from pegasus_jax.infer.api import Pegasus
+
+        return Pegasus
+    raise AttributeError(name)

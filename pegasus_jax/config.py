@@ -115,6 +115,10 @@ def base_config() -> ml_collections.ConfigDict:
     dt.shuffle_seed = 0
     dt.max_bad_ratio = 0.5
     dt.decode_timeout_s = 30.0
+    dt.max_pixels = 5184 * 2160  # larger videos are skipped (counted as too_large) before decoding
+    dt.decoder = "pyav"  # decoder name in data_pipelines.bad_input.DECODERS, or "module:function"
+    dt.isolate_decode = True  # decode in a helper process: survives decoder crashes, enforces the timeout
+    dt.mixture = ()  # ((records glob, weight, kind), ...); kind: video | caption | instruction | image
     dt.synth_clips = 2000
 
     t = c.train = ml_collections.ConfigDict()

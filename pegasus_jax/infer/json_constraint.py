@@ -103,7 +103,7 @@ class JsonConstraint:
             lo, hi = s.get("minItems", 0), s.get("maxItems", DEFAULT_MAX_ITEMS)
             if phase == "open":
                 return rest + (("arr", key, 0, "first"),) if ch == "[" else None
-            if ch == "]" and count >= lo:
+            if ch == "]" and phase != "item" and count >= lo:  # no "]" right after a ","
                 return rest
             if phase == "after":
                 return rest + (("arr", key, count, "item"),) if ch == "," and count < hi else None
@@ -202,7 +202,7 @@ class JsonConstraint:
             lo = self._schemas.items[key].get("minItems", 0)
             if phase == "open":
                 return "["
-            if count >= lo:
+            if count >= lo and phase != "item":
                 return "]"
             if phase == "after":
                 return ","

@@ -1,72 +1,124 @@
-"""Hugging Face `LlamaForCausalLM` <-> our Decoder: weights and config."""
+"""Hugging Face `LlamaForCausalLM` <-> our Decoder: weights and config.
+
+Weights: our dense kernels are (in, out), the transpose of `nn.Linear.weight`, and the layers are one
+stack with a leading layer axis. A state dict may hold the Llama under a LLaVA-style prefix
+("language_model."). Every tensor under the Llama's prefix must be used: a bias or an extra
+projection (a Qwen2 or a Llama with attention_bias) is an error, not silently dropped.
+"""
 from __future__ import annotations
 
 import numpy as np
+from flax import nnx
 
 from pegasus_jax.config import head_dim
 from pegasus_jax.errors import UserError
-from pegasus_jax.interop.common import stack_layers, take, unstack_layers
+from pegasus_jax.interop.common import params_of, stack_layers, to_numpy, unstack_layers
 
-PREFIXES = ("", "language_model.", "model.language_model.")
+PREFIXES = ("", "language_model.")
 _PROJECTIONS = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
                 "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+_NORMS = {"attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm"}
+# Buffers some older checkpoints saved beside the weights; recomputed from the config here.
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+def _llama_prefix(state_dict: dict) -> str:
+    for prefix in PREFIXES:
+        if prefix + "model.embed_tokens.weight" in state_dict:
+            return prefix
+    raise UserError("missing tensor model.embed_tokens.weight in the Hugging Face weights (not a LlamaForCausalLM?)")
 
 
 def llama_from_hf(state_dict: dict, dcfg) -> dict:
-    """Torch state dict of a LlamaForCausalLM -> nested dict of our Decoder's parameters."""
-    get = lambda name: take(state_dict, name, PREFIXES)
+    """Torch state dict (tensors or arrays) of a LlamaForCausalLM -> nested dict of our Decoder's parameters."""
+    prefix = _llama_prefix(state_dict)
+    used = set()
+
+    def get(name: str) -> np.ndarray:
+        if prefix + name not in state_dict:
+            raise UserError(f"missing tensor {prefix + name} in the Hugging Face weights")
+        used.add(prefix + name)
+        return to_numpy(state_dict[prefix + name])
+
     layers = []
     for i in range(dcfg.depth):
         p = f"model.layers.{i}."
         layer = {ours: {"kernel": get(p + theirs + ".weight").T} for ours, theirs in _PROJECTIONS.items()}
-        layer["attn_norm"] = {"scale": get(p + "input_layernorm.weight")}
-        layer["mlp_norm"] = {"scale": get(p + "post_attention_layernorm.weight")}
+        layer.update({ours: {"scale": get(p + theirs + ".weight")} for ours, theirs in _NORMS.items()})
         layers.append(layer)
     out = {"embed_tokens": get("model.embed_tokens.weight"), "layers": {"layers": stack_layers(layers)},
            "norm": {"scale": get("model.norm.weight")}}
-    if not dcfg.tie_embeddings:
+    if dcfg.tie_embeddings:
+        used.add(prefix + "lm_head.weight")  # HF lists the tied head too; it is the embedding
+    else:
         out["lm_head"] = {"kernel": get("lm_head.weight").T}
+    llama_keys = (prefix + "model.", prefix + "lm_head.")
+    unused = sorted(k for k in state_dict
+                    if k.startswith(llama_keys) and k not in used and not k.endswith(_IGNORED_SUFFIXES))
+    if unused:
+        raise UserError(f"unexpected tensor {unused[0]} in the Hugging Face weights ({len(unused)} unused): "
+                        "the checkpoint is not a plain Llama of this config (depth, biases, tied head?)")
     return out
 
 
-def llama_to_hf(params: dict, dcfg) -> dict[str, np.ndarray]:
-    """Nested dict of our Decoder's parameters -> LlamaForCausalLM state dict (exact HF names)."""
-    out = {"model.embed_tokens.weight": np.asarray(params["embed_tokens"]),
-           "model.norm.weight": np.asarray(params["norm"]["scale"])}
+def llama_to_hf(module: nnx.Module | dict, dcfg) -> dict[str, np.ndarray]:
+    """Our Decoder (or the nested dict of its parameters) -> LlamaForCausalLM state dict, exact HF names.
+
+    LoRA adapters are not exported: merge them first (`merge_lora`). A tied model has no lm_head.weight.
+    """
+    params = params_of(module) if isinstance(module, nnx.Module) else module
+    out = {"model.embed_tokens.weight": np.array(params["embed_tokens"]),
+           "model.norm.weight": np.array(params["norm"]["scale"])}
     for i, layer in enumerate(unstack_layers(params["layers"]["layers"], dcfg.depth)):
         p = f"model.layers.{i}."
         for ours, theirs in _PROJECTIONS.items():
             out[p + theirs + ".weight"] = np.ascontiguousarray(np.asarray(layer[ours]["kernel"]).T)
-        out[p + "input_layernorm.weight"] = np.asarray(layer["attn_norm"]["scale"])
-        out[p + "post_attention_layernorm.weight"] = np.asarray(layer["mlp_norm"]["scale"])
+        for ours, theirs in _NORMS.items():
+            out[p + theirs + ".weight"] = np.array(layer[ours]["scale"])
     if not dcfg.tie_embeddings:
         out["lm_head.weight"] = np.ascontiguousarray(np.asarray(params["lm_head"]["kernel"]).T)
     return out
 
 
 def llama_config_to_hf(dcfg, bos_id: int = 2, eos_id: int = 3) -> dict:
+    """config.json for our decoder. RoPE theta is written both ways: transformers >= 5 reads
+    `rope_parameters`, older versions `rope_theta`."""
     return {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": dcfg.vocab_size,
         "hidden_size": dcfg.width, "intermediate_size": dcfg.mlp_dim, "num_hidden_layers": dcfg.depth,
         "num_attention_heads": dcfg.num_heads, "num_key_value_heads": dcfg.num_kv_heads,
         "head_dim": head_dim(dcfg), "max_position_embeddings": dcfg.max_seq_len, "rms_norm_eps": dcfg.rms_norm_eps,
-        "rope_theta": dcfg.rope_theta, "tie_word_embeddings": dcfg.tie_embeddings, "hidden_act": "silu",
-        "attention_bias": False, "mlp_bias": False, "bos_token_id": bos_id, "eos_token_id": eos_id,
-        "torch_dtype": "float32",
+        "rope_theta": dcfg.rope_theta, "rope_parameters": {"rope_type": "default", "rope_theta": dcfg.rope_theta},
+        "tie_word_embeddings": dcfg.tie_embeddings, "hidden_act": "silu", "attention_bias": False,
+        "mlp_bias": False, "bos_token_id": bos_id, "eos_token_id": eos_id, "torch_dtype": "float32",
     }
 
 
+def _rope_theta(hf: dict) -> float:
+    """Plain RoPE's theta from either config layout; any scaled RoPE (llama3, yarn, ...) is refused."""
+    rope = hf.get("rope_parameters") or {}
+    scaling = hf.get("rope_scaling") or {}
+    kind = rope.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
+    if kind != "default":
+        raise UserError(f"--llm: RoPE type {kind!r} is not supported (plain RoPE only)")
+    return float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+
+
 def llama_config_from_hf(hf: dict) -> dict[str, object]:
-    """HF config.json -> overrides of config.model.decoder (dotted keys relative to it)."""
-    if hf.get("model_type") not in ("llama", "mistral", "qwen2") and "LlamaForCausalLM" not in hf.get("architectures", []):
-        raise UserError(f"--llm: config.json describes {hf.get('model_type') or hf.get('architectures')}, not a Llama-family decoder")
-    if hf.get("rope_scaling"):
-        raise UserError("--llm: rope_scaling is not supported (plain RoPE only)")
+    """HF config.json -> overrides of config.model.decoder (keys relative to it)."""
+    if hf.get("model_type") != "llama" and "LlamaForCausalLM" not in hf.get("architectures", []):
+        raise UserError(f"--llm: config.json describes {hf.get('model_type') or hf.get('architectures')}, "
+                        "not a LlamaForCausalLM")
+    if hf.get("attention_bias") or hf.get("mlp_bias"):
+        raise UserError("--llm: attention/MLP biases are not supported (bias-free Llama only)")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise UserError(f"--llm: hidden_act {hf['hidden_act']!r} is not supported (SwiGLU with silu only)")
     heads = hf["num_attention_heads"]
+    hd = hf.get("head_dim") or hf["hidden_size"] // heads
     return {
         "vocab_size": hf["vocab_size"], "width": hf["hidden_size"], "mlp_dim": hf["intermediate_size"],
-        "depth": hf["num_hidden_layers"], "num_heads": heads, "num_kv_heads": hf.get("num_key_value_heads", heads),
-        "head_dim": hf.get("head_dim") or hf["hidden_size"] // heads, "rope_theta": float(hf.get("rope_theta", 10000.0)),
+        "depth": hf["num_hidden_layers"], "num_heads": heads, "num_kv_heads": hf.get("num_key_value_heads") or heads,
+        "head_dim": 0 if hd == hf["hidden_size"] // heads else hd, "rope_theta": _rope_theta(hf),  # 0: the default
         "rms_norm_eps": float(hf.get("rms_norm_eps", 1e-6)), "tie_embeddings": bool(hf.get("tie_word_embeddings", False)),
         "max_seq_len": hf.get("max_position_embeddings", 4096),
     }

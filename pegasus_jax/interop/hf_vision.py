@@ -6,8 +6,9 @@ written on export (load such an export with `vision_use_head=False`).
 from __future__ import annotations
 
 import numpy as np
+from flax import nnx
 
-from pegasus_jax.interop.common import stack_layers, take, unstack_layers
+from pegasus_jax.interop.common import params_of, stack_layers, take, unstack_layers
 
 PREFIXES = ("vision_model.", "", "model.vision_model.", "vision_tower.vision_model.")
 _LINEAR = {("attn", "q"): "self_attn.q_proj", ("attn", "k"): "self_attn.k_proj", ("attn", "v"): "self_attn.v_proj",
@@ -49,9 +50,12 @@ def vision_from_hf(state_dict: dict, vcfg) -> dict:
     return out
 
 
-def vision_to_hf(params: dict, vcfg, prefix: str = "") -> dict[str, np.ndarray]:
-    """Our parameters -> the state dict of `CLIPVisionModel` / `SiglipVisionModel` (transformers 5 names
-    them without the `vision_model.` prefix; pass `prefix` for a composite model)."""
+def vision_to_hf(params: dict | nnx.Module, vcfg, prefix: str = "") -> dict[str, np.ndarray]:
+    """A FrameEncoder (or its nested parameter dict) -> the state dict of `CLIPVisionModel` /
+    `SiglipVisionModel` (transformers 5 names them without the `vision_model.` prefix; pass `prefix`
+    for a composite model)."""
+    if isinstance(params, nnx.Module):
+        params = params_of(params)
     a = lambda x: np.ascontiguousarray(np.asarray(x))
     out = {
         prefix + "embeddings.patch_embedding.weight": _patch_to_hf(np.asarray(params["patch_embed"]["kernel"]),

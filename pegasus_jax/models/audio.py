@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from pegasus_jax.errors import UserError
 from pegasus_jax.models.layers import LayerNorm, LayerStack, PreNormEncoderLayer, activation, param
 from pegasus_jax.models.log_mel import log_mel_spectrogram
 from pegasus_jax.sharding import constrain
@@ -40,6 +41,7 @@ class AudioEncoder(nnx.Module):
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         w = acfg.width
         self.num_mel_bins = acfg.num_mel_bins
+        self.max_frames = 2 * acfg.max_source_positions
         self.conv1 = Conv1d(acfg.num_mel_bins, w, stride=1, rngs=rngs, **kw)
         self.conv2 = Conv1d(w, w, stride=2, rngs=rngs, **kw)
         self.embed_positions = nnx.Param(sinusoids(acfg.max_source_positions, w).astype(param_dtype),
@@ -51,7 +53,10 @@ class AudioEncoder(nnx.Module):
         self.layer_norm = LayerNorm(w, acfg.layer_norm_eps, rngs=rngs, **kw)
 
     def __call__(self, mel: jax.Array) -> jax.Array:
-        """(B, frames, num_mel_bins) -> (B, ceil(frames / 2), width)."""
+        """(B, frames, num_mel_bins) -> (B, ceil(frames / 2), width); frames <= 2 * max_source_positions."""
+        if mel.shape[1] > self.max_frames:  # shapes are static under jit, so this check costs nothing
+            raise UserError(f"audio of {mel.shape[1]} mel frames is longer than the encoder's {self.max_frames} "
+                            f"(config.model.audio.max_source_positions = {self.max_frames // 2})")
         gelu = activation("gelu")
         x = gelu(self.conv2(gelu(self.conv1(mel))))
         x = x + self.embed_positions[...][: x.shape[1]].astype(x.dtype)

@@ -47,10 +47,14 @@ class DecoderLayer(nnx.Module):
         k = apply_rope(self.k(y).reshape(b, t, kv, hd), cos, sin)
         v = self.v(y).reshape(b, t, kv, hd)
         q = constrain(q, ("batch", "length", "act_heads", None))
-        if per_layer is not None:  # write this chunk into the cache, then attend over the whole cache
-            k = jax.lax.dynamic_update_slice(per_layer["k"], k.astype(per_layer["k"].dtype), (0, write_index, 0, 0))
-            v = jax.lax.dynamic_update_slice(per_layer["v"], v.astype(per_layer["v"].dtype), (0, write_index, 0, 0))
-        out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+        if per_layer is None:
+            keys, values = k, v
+        else:  # attend over this layer's cache with the chunk written in; only the chunk goes back out
+            k = k.astype(per_layer["k"].dtype)
+            v = v.astype(per_layer["v"].dtype)
+            keys = jax.lax.dynamic_update_slice(per_layer["k"], k, (0, write_index, 0, 0))
+            values = jax.lax.dynamic_update_slice(per_layer["v"], v, (0, write_index, 0, 0))
+        out = dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), mask)
         x = x + self.o(out.reshape(b, t, h * hd))
         y = self.mlp_norm(x)
         hidden = constrain(jax.nn.silu(self.gate(y)) * self.up(y), ("batch", "length", "act_mlp"))
@@ -76,6 +80,12 @@ class Decoder(nnx.Module):
         return jnp.take(self.embed_tokens[...], tokens, axis=0).astype(self.dtype)
 
     def init_cache(self, batch: int, max_len: int, dtype=None) -> dict:
+        """An empty KV cache: k, v (depth, B, max_len, kv_heads, head_dim); per entry a valid flag and
+        its RoPE position (B, max_len); the next write index (scalar int32, shared by all rows).
+
+        Each call writes its T tokens at the index and advances it by T; the caller keeps
+        index + T <= max_len (a write past the end is clamped by XLA and would overwrite the tail).
+        """
         kv, hd = self.cfg.num_kv_heads, head_dim(self.cfg)
         shape = (self.cfg.depth, batch, max_len, kv, hd)
         dtype = dtype or self.dtype
@@ -86,7 +96,10 @@ class Decoder(nnx.Module):
     def __call__(self, x: jax.Array, positions: jax.Array, attention_mask: jax.Array, cache: dict | None = None):
         """x (B, T, W) embeddings, positions (B, T), attention_mask (B, T) valid tokens.
 
-        Returns (logits (B, T, vocab) float32, updated cache or None).
+        Without a cache: causal attention among the valid tokens. With one: the T tokens are written at
+        the cache's index (prefill: T = prompt length; decode: T = 1) and attend to every valid cached
+        entry at a position not later than theirs. Returns (logits (B, T, vocab) float32, updated cache
+        or None).
         """
         x = constrain(x.astype(self.dtype), ("batch", "length", "act_embed"))
         cos, sin = rope_cos_sin(positions, head_dim(self.cfg), self.cfg.rope_theta)
@@ -101,9 +114,12 @@ class Decoder(nnx.Module):
             x = self.layers(x, cos, sin, mask)
             new_cache = None
         else:
-            x, kv = self.layers(x, cos, sin, mask, idx, per_layer={"k": cache["k"], "v": cache["v"]})
-            new_cache = {"k": kv["k"], "v": kv["v"], "valid": key_valid, "pos": key_pos,
-                         "index": idx + x.shape[1]}
+            x, chunk = self.layers(x, cos, sin, mask, idx, per_layer={"k": cache["k"], "v": cache["v"]})
+            # One write of every layer's new keys/values into the stacked cache: in place when the
+            # caller donates the cache, instead of the scan re-emitting the whole cache each step.
+            write = lambda full, new: jax.lax.dynamic_update_slice(full, new, (0, 0, idx, 0, 0))
+            new_cache = {"k": write(cache["k"], chunk["k"]), "v": write(cache["v"], chunk["v"]),
+                         "valid": key_valid, "pos": key_pos, "index": idx + x.shape[1]}
         x = self.norm(x)
         if self.lm_head is None:
             logits = jnp.dot(x, self.embed_tokens[...].astype(self.dtype).T)

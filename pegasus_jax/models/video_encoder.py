@@ -44,7 +44,8 @@ class TemporalLayer(nnx.Module):
 
     def __call__(self, x: jax.Array, pos: jax.Array) -> jax.Array:
         x = x + self.attn(self.ln1(x) + pos.astype(x.dtype))
-        return x + self.mlp(self.ln2(x))
+        x = x + self.mlp(self.ln2(x))
+        return constrain(x, ("batch", "length", "act_embed"))
 
 
 class VideoEncoder(nnx.Module):
@@ -62,9 +63,11 @@ class VideoEncoder(nnx.Module):
         b, t = frames.shape[:2]
         grid = self.frames.patch_grid(frames.reshape((b * t,) + frames.shape[2:]))
         g, w = grid.shape[1], grid.shape[-1]
-        if not self.temporal_depth:
-            return grid.reshape(b, t, g, g, w)
-        x = grid.reshape(b, t, g * g, w).transpose(0, 2, 1, 3).reshape(b * g * g, t, w)
-        pos = interpolate_positions(self.temporal_position[...], t)[None]
-        x = self.temporal(constrain(x, ("batch", "length", "act_embed")), pos)
-        return x.reshape(b, g * g, t, w).transpose(0, 2, 1, 3).reshape(b, t, g, g, w)
+        video = grid.reshape(b, t, g, g, w)
+        if self.temporal_depth:
+            # one sequence of t frames per (clip, spatial location); clip-major so 'batch' sharding holds
+            x = video.reshape(b, t, g * g, w).transpose(0, 2, 1, 3).reshape(b * g * g, t, w)
+            pos = interpolate_positions(self.temporal_position[...], t)[None]
+            x = self.temporal(constrain(x, ("batch", "length", "act_embed")), pos)
+            video = x.reshape(b, g * g, t, w).transpose(0, 2, 1, 3).reshape(b, t, g, g, w)
+        return constrain(video, ("batch", "length", None, None, "act_embed"))

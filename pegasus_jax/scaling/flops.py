@@ -17,6 +17,7 @@ import math
 
 from pegasus_jax.config import audio_positions, head_dim
 from pegasus_jax.models.alignment import TIME_FEATURES, pool_shape, tokens_per_segment
+from pegasus_jax.models.param_count import analytic_param_counts
 
 
 def _encoder_layers_macs(tokens: int, width: int, mlp: int, depth: int, sequences: int) -> int:
@@ -80,3 +81,10 @@ def flops_per_example(config) -> dict[str, float]:
 def flops_per_step(config) -> float:
     """Training FLOPs of one optimizer step (the whole global batch)."""
     return config.train.batch_size * flops_per_example(config)["total_train"]
+
+
+def param_counts(config) -> dict[str, int]:
+    """Parameters by component (models/param_count.py). The scaling-law N is "non_embedding": every
+    parameter (encoders, alignment, decoder layers) except the decoder's token embedding and lm_head,
+    as in Kaplan et al. (2020); "embedding" holds those two."""
+    return analytic_param_counts(config)

@@ -1,0 +1,46 @@
+"""Mixtures of corpora: config.data.mixture = ((records glob, weight, kind), ...).
+
+Each corpus is its own endless, per-epoch-shuffled, process-sharded dataset with its own transform
+(the kind picks which conversations it trains on: video, caption, instruction, image — image-text
+records are one-frame videos), combined by `grain.MapDataset.mix` in proportion to the weights.
+The mix is a pure function of the element index, so the mixture's position is part of the
+iterator's checkpointed state like any other Grain position.
+"""
+from __future__ import annotations
+
+import grain
+
+from pegasus_jax.errors import UserError
+from pegasus_jax.prompts import KINDS
+
+
+def parse_mixture(entries) -> list[tuple[str, float, str]]:
+    out = []
+    for i, entry in enumerate(entries):
+        field = f"config.data.mixture[{i}]"
+        if not isinstance(entry, (tuple, list)) or len(entry) != 3:
+            raise UserError(f"{field}: expected (records glob, weight, kind), got {entry!r}")
+        pattern, weight, kind = entry
+        if not isinstance(pattern, str) or not pattern:
+            raise UserError(f"{field}: the records glob must be a non-empty string")
+        if not isinstance(weight, (int, float)) or weight <= 0:
+            raise UserError(f"{field}: weight must be > 0, got {weight!r}")
+        if kind not in KINDS:
+            raise UserError(f"{field}: kind must be one of {KINDS}, got {kind!r}")
+        out.append((pattern, float(weight), kind))
+    return out
+
+
+def corpus_seed(seed: int, corpus: int) -> int:
+    """Distinct shuffle seeds per corpus (each adds its epoch to it)."""
+    return (seed * 1_000_003 + corpus * 7_919_000) % 2**32
+
+
+def mixture_dataset(config, tokenizer, process_index: int, process_count: int) -> grain.MapDataset:
+    from data_pipelines.pipeline import corpus_dataset
+
+    parts = parse_mixture(config.data.mixture)
+    datasets = [corpus_dataset(pattern, config, tokenizer, process_index, process_count,
+                               seed=corpus_seed(config.data.shuffle_seed, i), shuffle=True, num_epochs=None, kind=kind)
+                for i, (pattern, _, kind) in enumerate(parts)]
+    return grain.MapDataset.mix(datasets, [w for _, w, _ in parts])

@@ -1,0 +1,86 @@
+"""`pegasus-jax eval --checkpoint DIR --benchmark caption|mcq|loss|vcg|vidfactscore --data PATH --out DIR`
+and `pegasus-jax eval compare A B` (two reports, or two report folders, side by side in markdown).
+
+Judged benchmarks (vcg, vidfactscore) talk to any OpenAI-compatible chat-completions endpoint:
+--judge-url / PEGASUS_JUDGE_URL, --judge-model / PEGASUS_JUDGE_MODEL, and the key from
+PEGASUS_JUDGE_API_KEY (preferred: a --judge-api-key flag is visible in process lists).
+"""
+from __future__ import annotations
+
+import os
+
+from pegasus_jax.errors import UserError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a checkpoint on a benchmark, or compare two reports",
+                              description="eval --checkpoint DIR --benchmark NAME --data PATH --out DIR | eval compare A B")
+    p.add_argument("compare", nargs="*", metavar="compare A B", help="compare two reports (files or --out folders)")
+    p.add_argument("--checkpoint", help="training workdir (latest complete checkpoint) or one step's folder")
+    p.add_argument("--benchmark", help="caption | mcq | loss | vcg | vidfactscore")
+    p.add_argument("--data", help="annotations (see the benchmark's docs) or, for loss, a records glob")
+    p.add_argument("--out", help="folder for <benchmark>.json, <benchmark>.md and the judge cache")
+    p.add_argument("--videos", help="folder the annotations' video paths are relative to (default: theirs)")
+    p.add_argument("--predictions", help="JSONL of {id, prediction}: score these instead of generating")
+    p.add_argument("--prompt", help="generation prompt for caption / vidfactscore")
+    p.add_argument("--meteor", action="store_true", help="caption: also METEOR (needs java, ~10 s)")
+    p.add_argument("--batches", type=int, default=50, help="loss: number of batches")
+    p.add_argument("--batch-size", type=int, default=8, help="videos per generate_batch call")
+    p.add_argument("--judge-url", help="OpenAI-compatible base URL (default $PEGASUS_JUDGE_URL)")
+    p.add_argument("--judge-model", help="judge model name (default $PEGASUS_JUDGE_MODEL)")
+    p.add_argument("--judge-api-key", help="judge API key (default $PEGASUS_JUDGE_API_KEY; prefer the variable)")
+    p.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per request")
+    p.add_argument("--judge-attempts", type=int, default=3, help="tries per question (errors, malformed answers)")
+    p.add_argument("--judge-backoff", type=float, default=1.0, help="seconds before the first retry, doubling")
+    p.add_argument("--judge-workers", type=int, default=8, help="concurrent judge requests")
+    p.add_argument("--judge-cache", help="sqlite answer cache (default <out>/judge_cache.sqlite)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.compare:
+        if len(args.compare) != 3 or args.compare[0] != "compare":
+            raise UserError(f"unexpected arguments {' '.join(args.compare)!r}: use `eval compare A B`")
+        from pegasus_jax.evaluate.report import compare_markdown
+
+        print(compare_markdown(args.compare[1], args.compare[2]))
+        return 0
+    for flag in ("benchmark", "data", "out"):
+        if not getattr(args, flag):
+            raise UserError(f"--{flag} is required")
+    from pegasus_jax.evaluate.runner import JUDGED, run_benchmark
+
+    session = _judge_session(args) if args.benchmark in JUDGED else None
+    model = None
+    if args.checkpoint and not (args.predictions and args.benchmark not in ("mcq", "loss")):
+        from pegasus_jax.infer.api import Pegasus
+
+        model = Pegasus.load(args.checkpoint)
+    try:
+        aggregate = run_benchmark(args.benchmark, args.data, args.out, model=model, predictions=args.predictions,
+                                  session=session, videos=args.videos, prompt=args.prompt, meteor=args.meteor,
+                                  batches=args.batches, batch_size=args.batch_size,
+                                  meta={"checkpoint": args.checkpoint})
+    finally:
+        if session is not None and session.cache is not None:
+            session.cache.close()
+    from pegasus_jax.evaluate.report import flatten
+
+    for name, value in flatten(aggregate).items():
+        print(f"{name}: {value}")
+    print(f"report: {os.path.join(args.out, args.benchmark + '.json')}")
+    return 0
+
+
+def _judge_session(args):
+    from pegasus_jax.evaluate.judge import http_judge_from_flags
+    from pegasus_jax.evaluate.judge_cache import JudgeCache
+    from pegasus_jax.evaluate.judge_session import JudgeSession
+
+    if args.judge_attempts < 1 or args.judge_workers < 1 or args.judge_backoff < 0:
+        raise UserError("--judge-attempts and --judge-workers must be >= 1, --judge-backoff >= 0")
+    judge = http_judge_from_flags(args.judge_url, args.judge_model, args.judge_api_key, args.judge_timeout)
+    cache = JudgeCache(args.judge_cache or os.path.join(args.out, "judge_cache.sqlite"))
+    return JudgeSession(judge, cache, attempts=args.judge_attempts, backoff_s=args.judge_backoff,
+                        workers=args.judge_workers)
+

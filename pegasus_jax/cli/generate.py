@@ -1,0 +1,103 @@
+"""`pegasus-jax generate | gist | summarize --checkpoint DIR --video FILE|FOLDER|LIST.jsonl`.
+
+A single video prints one JSON object (or, with --stream, NDJSON events). A folder of videos or a
+JSONL file of {"video": path} lines runs as a batch: one JSON line per video, and a video that fails
+is reported in its line ("error") while the others go on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from pegasus_jax.errors import UserError
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
+
+
+def _common(p) -> None:
+    p.add_argument("--checkpoint", required=True, help="training workdir or one step's checkpoint folder")
+    p.add_argument("--video", required=True, help="a video file, a folder of videos, or a JSONL of {\"video\": path}")
+    p.add_argument("--temperature", type=float, default=0.2, help="0 = greedy (the API's default is 0.2)")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def register(subparsers) -> None:
+    g = subparsers.add_parser("generate", help="answer an open prompt about a video")
+    _common(g)
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--response-schema", metavar="FILE", help="JSON schema the answer must follow")
+    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    g.add_argument("--stream", action="store_true", help="print NDJSON events: start, text, end")
+    g.set_defaults(func=run, task="generate")
+    s = subparsers.add_parser("gist", help="title, topics and hashtags of a video")
+    _common(s)
+    s.set_defaults(func=run, task="gist")
+    m = subparsers.add_parser("summarize", help="summary, chapters or highlights of a video")
+    _common(m)
+    m.add_argument("--type", choices=("summary", "chapter", "highlight"), default="summary")
+    m.set_defaults(func=run, task="summarize")
+
+
+def video_list(spec: str) -> list[str]:
+    if os.path.isdir(spec):
+        return sorted(os.path.join(spec, f) for f in os.listdir(spec) if f.lower().endswith(VIDEO_EXTENSIONS))
+    if spec.endswith(".jsonl"):
+        if not os.path.isfile(spec):
+            raise UserError(f"--video: no such file {spec}")
+        base = os.path.dirname(spec)
+        with open(spec) as f:
+            return [os.path.join(base, json.loads(line)["video"]) for line in f if line.strip()]
+    return [spec]
+
+
+def run(args) -> int:
+    videos = video_list(args.video)
+    schema = None
+    if getattr(args, "response_schema", None):
+        if not os.path.isfile(args.response_schema):
+            raise UserError(f"--response-schema: no such file {args.response_schema}")
+        try:
+            schema = json.load(open(args.response_schema))
+        except json.JSONDecodeError as e:
+            raise UserError(f"--response-schema: {args.response_schema} is not JSON ({e.msg})") from None
+    from pegasus_jax.infer.api import Pegasus
+
+    model = Pegasus.load(args.checkpoint)
+    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
+    if args.max_tokens:
+        sampling["max_new_tokens"] = args.max_tokens
+    if args.task == "generate" and args.stop:
+        sampling["stop"] = tuple(args.stop)
+
+    def one(path: str) -> dict:
+        if args.task == "gist":
+            return model.gist(path, **sampling)
+        if args.task == "summarize":
+            return model.summarize(path, args.type, **sampling)
+        text = model.generate(path, args.prompt, schema=schema, **sampling)
+        return {"id": os.path.splitext(os.path.basename(path))[0],
+                "data": json.loads(text) if schema is not None else text}
+
+    if len(videos) == 1 and videos[0] == args.video and not os.path.isdir(args.video):
+        if args.task == "generate" and args.stream:
+            print(json.dumps({"event_type": "stream_start"}), flush=True)
+            for piece in model.stream(videos[0], args.prompt, **sampling):
+                print(json.dumps({"event_type": "text_generation", "text": piece}), flush=True)
+            print(json.dumps({"event_type": "stream_end"}), flush=True)
+            return 0
+        print(json.dumps(one(videos[0]), ensure_ascii=False))
+        return 0
+    from tqdm import tqdm
+
+    failures = 0
+    for path in tqdm(videos, unit="video", disable=not sys.stderr.isatty()):
+        try:
+            print(json.dumps(one(path), ensure_ascii=False), flush=True)
+        except UserError as e:  # a bad video in a batch is recorded, the batch goes on
+            failures += 1
+            print(json.dumps({"id": os.path.splitext(os.path.basename(path))[0], "error": str(e)}), flush=True)
+    return 1 if failures == len(videos) else 0

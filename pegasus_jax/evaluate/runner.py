@@ -1,0 +1,58 @@
+"""One entry point for every benchmark: load the data, get predictions (model or file), score
+(with the judge where needed), write the report. The model is any object with the methods of
+`pegasus_jax.infer.api.Pegasus` that the benchmark uses (generate_batch, option_logprobs, eval_loss)."""
+from __future__ import annotations
+
+import datetime
+import time
+
+from pegasus_jax.errors import UserError
+from pegasus_jax.evaluate.caption_data import load_caption_items
+from pegasus_jax.evaluate.captioning import DEFAULT_CAPTION_PROMPT, run_caption
+from pegasus_jax.evaluate.judge_session import JudgeSession
+from pegasus_jax.evaluate.mcq import load_mcq_items, run_mcq
+from pegasus_jax.evaluate.predictions import FilePredictor, ModelPredictor
+from pegasus_jax.evaluate.report import write_report
+from pegasus_jax.evaluate.vcg import load_vcg_items, run_vcg
+from pegasus_jax.evaluate.vidfactscore import DEFAULT_DESCRIPTION_PROMPT, run_vidfactscore
+
+BENCHMARKS = ("caption", "mcq", "loss", "vcg", "vidfactscore")
+JUDGED = ("vcg", "vidfactscore")
+
+
+def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: str | None = None,
+                  session: JudgeSession | None = None, videos: str | None = None, prompt: str | None = None,
+                  meteor: bool = False, batches: int = 50, batch_size: int = 8, meta: dict | None = None) -> dict:
+    """Run one benchmark and write `<out>/<benchmark>.json|.md`; returns the report's aggregate."""
+    if benchmark not in BENCHMARKS:
+        raise UserError(f"--benchmark {benchmark!r}: expected one of {', '.join(BENCHMARKS)}")
+    if benchmark in JUDGED and session is None:
+        raise UserError(f"--benchmark {benchmark} needs a judge (--judge-url / PEGASUS_JUDGE_URL)")
+    if predictions is None and model is None:
+        raise UserError("pass --checkpoint (or, for generation benchmarks, --predictions FILE)")
+    if predictions is not None and benchmark in ("mcq", "loss"):
+        raise UserError(f"--predictions does not apply to --benchmark {benchmark}: it scores the model itself")
+    predict = FilePredictor(predictions) if predictions else ModelPredictor(model, batch_size)
+    start = time.time()
+    if benchmark == "caption":
+        aggregate, items = run_caption(load_caption_items(data, videos), predict, prompt or DEFAULT_CAPTION_PROMPT, meteor)
+    elif benchmark == "mcq":
+        aggregate, items = run_mcq(load_mcq_items(data, videos), model)
+    elif benchmark == "loss":
+        if batches < 1:
+            raise UserError(f"--batches {batches}: must be positive")
+        aggregate, items = dict(model.eval_loss(data, batches)), []
+    elif benchmark == "vcg":
+        aggregate, items = run_vcg(load_vcg_items(data, videos), predict, session)
+    else:
+        aggregate, items = run_vidfactscore(load_caption_items(data, videos), predict, session,
+                                            prompt or DEFAULT_DESCRIPTION_PROMPT)
+    report_meta = {"data": data, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                   "seconds": round(time.time() - start, 3), **(meta or {})}
+    if predictions:
+        report_meta["predictions"] = predictions
+    if session is not None and benchmark in JUDGED:
+        report_meta["judge"] = session.judge.describe()
+        report_meta["judge_stats"] = vars(session.stats).copy()
+    write_report(out, benchmark, aggregate, items, report_meta)
+    return aggregate

@@ -1,0 +1,158 @@
+"""The Python API over a trained checkpoint:
+
+    from pegasus_jax import Pegasus
+    m = Pegasus.load("runs/demo")
+    m.gist("clip.mp4")                      # {"id", "title", "topics", "hashtags"}
+    m.summarize("clip.mp4", "chapter")      # {"id", "chapters": [...]}
+    m.generate("clip.mp4", "What colour is the shape?")
+
+Every task goes through the same path: the video streams through the segment encoder into pooled
+tokens, the task's prompt (pegasus_jax/prompts.py, shared with training) follows, and the KV-cache
+generator decodes, constrained by the task's JSON schema where the answer is structured.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pegasus_jax import prompts
+from pegasus_jax.infer import schemas
+from pegasus_jax.infer.generate import Generator
+from pegasus_jax.infer.json_constraint import SchemaConstraint
+from pegasus_jax.infer.sampling import SamplingParams
+from pegasus_jax.infer.video_input import SegmentEncoder, VideoPrefix
+
+SUMMARY_TYPES = ("summary", "chapter", "highlight")
+
+
+def token_surfaces(tokenizer) -> list[str | None]:
+    """The text each token appends when decoding, for schema-constrained decoding.
+
+    SentencePiece pieces with '▁' as a space; byte-fallback tokens of ASCII bytes as that character;
+    special, control and non-ASCII byte tokens None (never chosen under a schema).
+    """
+    sp = tokenizer.sp
+    out: list[str | None] = []
+    for i in range(tokenizer.vocab_size):
+        if i >= tokenizer.sp_size or i in tokenizer.special_ids.values() or sp.is_control(i) or sp.is_unknown(i):
+            out.append(None)
+        elif sp.is_byte(i):
+            value = int(sp.id_to_piece(i)[3:5], 16)
+            out.append(chr(value) if 0x20 <= value < 0x7F else None)
+        else:
+            out.append(sp.id_to_piece(i).replace("\u2581", " "))
+    return out
+
+
+class Pegasus:
+    def __init__(self, model, config, tokenizer):
+        self.model, self.config, self.tokenizer = model, config, tokenizer
+        self.encoder = SegmentEncoder(model)
+        self.generator = Generator(model, stop_ids=(tokenizer.eot_id, tokenizer.eos_id), pad_id=tokenizer.pad_id)
+        self._surfaces = None
+
+    @classmethod
+    def load(cls, checkpoint: str) -> "Pegasus":
+        from pegasus_jax.infer.checkpoint_loader import load
+
+        model, config, tokenizer, _ = load(checkpoint)
+        return cls(model, config, tokenizer)
+
+    # -- building blocks --------------------------------------------------------------------------
+    def encode_video(self, video_path: str) -> VideoPrefix:
+        return self.encoder.encode_file(video_path)
+
+    def _prompt(self, prompt: str) -> list[int]:
+        from data_pipelines.tokenizer import prompt_ids
+
+        return prompt_ids(self.tokenizer, prompt)
+
+    def _schema_constraint(self, schema: dict) -> SchemaConstraint:
+        if self._surfaces is None:  # the decoder's vocabulary may be larger than the tokenizer's
+            surfaces = token_surfaces(self.tokenizer)
+            self._surfaces = surfaces + [None] * (self.config.model.decoder.vocab_size - len(surfaces))
+        return SchemaConstraint(schema, self._surfaces)
+
+    # -- generation -------------------------------------------------------------------------------
+    def generate(self, video_path: str, prompt: str, *, schema: dict | None = None, **sampling) -> str:
+        return self.generate_batch([(video_path, prompt)], schema=schema, **sampling)[0]
+
+    def generate_batch(self, items: list[tuple[str, str]], *, schema: dict | None = None, **sampling) -> list[str]:
+        """One answer per (video, prompt); the videos are encoded one by one and decoded as a batch."""
+        params = SamplingParams(**{"max_new_tokens": 96, **sampling})
+        prefixes = [self.encode_video(path) for path, _ in items]
+        prefix = _stack_prefixes(prefixes)
+        ids = [self._prompt(p) for _, p in items]
+        constraint = self._schema_constraint(schema) if schema is not None else None
+        out = self.generator.generate_ids(ids, prefix, params, self.tokenizer.decode, constraint)
+        if constraint is not None:
+            return [constraint.result(o) for o in out]
+        return [self.tokenizer.decode(o) for o in out]
+
+    def stream(self, video_path: str, prompt: str, **sampling) -> Iterator[str]:
+        """Text pieces as they are generated (the decoded text grows monotonically)."""
+        params = SamplingParams(**{"max_new_tokens": 96, **sampling})
+        prefix = self.encode_video(video_path)
+        sent = ""
+        for ids in self.generator.stream_ids([self._prompt(prompt)], (prefix.embeddings, prefix.mask), params,
+                                             self.tokenizer.decode):
+            text = self.tokenizer.decode(ids[0])
+            if text.startswith(sent) and len(text) > len(sent):
+                yield text[len(sent):]
+                sent = text
+
+    # -- tasks ------------------------------------------------------------------------------------
+    def gist(self, video_path: str, **sampling) -> dict:
+        doc = json.loads(self.generate(video_path, prompts.GIST, schema=schemas.GIST,
+                                       **{"max_new_tokens": 160, **sampling}))
+        return {"id": _video_id(video_path), **doc}
+
+    def summarize(self, video_path: str, type: str = "summary", **sampling) -> dict:
+        if type not in SUMMARY_TYPES:
+            raise ValueError(f"type must be one of {SUMMARY_TYPES}")
+        vid = _video_id(video_path)
+        if type == "summary":
+            return {"id": vid, "summary": self.generate(video_path, prompts.SUMMARY, **sampling).strip()}
+        duration = self.encode_video(video_path).duration
+        schema = schemas.chapters(duration) if type == "chapter" else schemas.highlights(duration)
+        task = prompts.CHAPTER if type == "chapter" else prompts.HIGHLIGHT
+        items = json.loads(self.generate(video_path, task, schema=schema, **{"max_new_tokens": 256, **sampling}))
+        key = "chapters" if type == "chapter" else "highlights"
+        return {"id": vid, key: schemas.order_timed(items, numbered=type == "chapter")}
+
+    # -- scoring ----------------------------------------------------------------------------------
+    def option_logprobs(self, video_path: str, question: str, options: list[str]) -> list[float]:
+        """Sum of log-probabilities of each option's tokens as the answer to `question`."""
+        prefix = self.encode_video(video_path)
+        return [self._answer_logprob(prefix, question, option) for option in options]
+
+    def _answer_logprob(self, prefix: VideoPrefix, question: str, answer: str) -> float:
+        prompt = self._prompt(question)
+        answer_ids = self.tokenizer.encode(answer) + [self.tokenizer.eot_id]
+        tokens = jnp.asarray([prompt + answer_ids])
+        model = self.model
+        x = jnp.concatenate([prefix.embeddings, model.decoder.embed(tokens).astype(prefix.embeddings.dtype)], 1)
+        mask = jnp.concatenate([prefix.mask, jnp.ones(tokens.shape, bool)], 1)
+        from pegasus_jax.models.decoder import valid_positions
+
+        logits, _ = model.decoder(x, valid_positions(mask), mask)
+        logp = jax.nn.log_softmax(logits[0, -len(answer_ids) - 1:-1], axis=-1)
+        return float(np.sum(np.asarray(logp)[np.arange(len(answer_ids)), answer_ids]))
+
+
+def _stack_prefixes(prefixes: list[VideoPrefix]):
+    """Right-pad per-video prefixes to one (B, P, W) batch (padding masked out)."""
+    longest = max(p.embeddings.shape[1] for p in prefixes)
+    emb = jnp.concatenate([jnp.pad(p.embeddings, ((0, 0), (0, longest - p.embeddings.shape[1]), (0, 0)))
+                           for p in prefixes])
+    mask = jnp.concatenate([jnp.pad(p.mask, ((0, 0), (0, longest - p.mask.shape[1]))) for p in prefixes])
+    return emb, mask
+
+
+def _video_id(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
