@@ -9,6 +9,7 @@ import ast
 import importlib.util
 import math
 import os
+import sys
 
 import ml_collections
 
@@ -124,6 +125,7 @@ def base_config() -> ml_collections.ConfigDict:
     t = c.train = ml_collections.ConfigDict()
     t.stage = "pretrain"
     t.steps = 1000
+    t.max_seconds = 0.0  # stop (with a checkpoint) once training has run this long; 0 = no limit
     t.batch_size = 8
     t.grad_accum = 1
     t.learning_rate = 3e-4
@@ -289,6 +291,11 @@ def load_config(path: str, overrides: dict[str, str] | None = None) -> ml_collec
     """Load `get_config()` from a Python file, apply overrides, validate."""
     if not os.path.isfile(path):
         raise ConfigError(f"--config: no such file {path!r}")
+    # Config files may build on each other (`from configs.tiny import get_config`): the folder holding
+    # configs/ must be importable.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
     spec = importlib.util.spec_from_file_location(f"pegasus_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
     try:

@@ -36,7 +36,10 @@ def read_video(path: str) -> tuple[bytes, video_io.VideoInfo]:
     """File bytes and stream info; every way a file can fail to be a usable video is a UserError."""
     if not os.path.isfile(path):
         raise UserError(f"--video: no such file {path}")
-    data = open(path, "rb").read()
+    return video_info(open(path, "rb").read(), path)
+
+
+def video_info(data: bytes, path: str = "<bytes>") -> tuple[bytes, video_io.VideoInfo]:
     try:
         info = video_io.probe(data)
     except video_io.DecodeError as e:
@@ -83,22 +86,31 @@ def segment_batch(config, data: bytes, start: float, has_audio: bool) -> dict:
 
 
 class SegmentEncoder:
-    """Jitted one-segment prefix encoder (compiled once per pooling target)."""
+    """Jitted one-segment prefix encoder (compiled once per pooling target).
 
-    def __init__(self, model):
+    `use_audio=False` encodes every segment as if the video had no audio track (an ablation).
+    """
+
+    def __init__(self, model, use_audio: bool = True):
         self.graphdef, self.state = nnx.split(model)
         self.config = model.config
+        self.use_audio = use_audio
 
     @functools.partial(jax.jit, static_argnums=(0, 3))
     def _encode(self, state, batch, pool):
         return nnx.merge(self.graphdef, state).prefix(batch, pool)
 
     def encode_file(self, path: str) -> VideoPrefix:
-        data, info = read_video(path)
+        return self.encode_bytes(*read_video(path))
+
+    def encode_bytes(self, data: bytes, info: video_io.VideoInfo | None = None) -> VideoPrefix:
+        if info is None:
+            data, info = video_info(data)
         starts, pool = plan_segments(self.config, info.duration)
         parts, masks = [], []
+        has_audio = info.has_audio and self.use_audio
         for start in starts:
-            emb, mask = self._encode(self.state, segment_batch(self.config, data, start, info.has_audio), pool)
+            emb, mask = self._encode(self.state, segment_batch(self.config, data, start, has_audio), pool)
             parts.append(emb)
             masks.append(mask)
         return VideoPrefix(jnp.concatenate(parts, axis=1), jnp.concatenate(masks, axis=1), info.duration, starts)

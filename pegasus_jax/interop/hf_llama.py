@@ -119,6 +119,7 @@ def llama_config_from_hf(hf: dict) -> dict[str, object]:
         "vocab_size": hf["vocab_size"], "width": hf["hidden_size"], "mlp_dim": hf["intermediate_size"],
         "depth": hf["num_hidden_layers"], "num_heads": heads, "num_kv_heads": hf.get("num_key_value_heads") or heads,
         "head_dim": 0 if hd == hf["hidden_size"] // heads else hd, "rope_theta": _rope_theta(hf),  # 0: the default
-        "rms_norm_eps": float(hf.get("rms_norm_eps", 1e-6)), "tie_embeddings": bool(hf.get("tie_word_embeddings", False)),
+        "rms_norm_eps": float(hf.get("rms_norm_eps", 1e-6)),
+        "tie_embeddings": bool(hf.get("tie_word_embeddings", False)),
         "max_seq_len": hf.get("max_position_embeddings", 4096),
     }

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pegasus_jax.models.layers import Dense, param
+from pegasus_jax.models.layers import Dense
 
 
 class LoRAParam(nnx.Param):
@@ -24,7 +24,8 @@ class LoRADense(Dense):
                  param_dtype=jnp.float32, rngs: nnx.Rngs):
         super().__init__(in_dim, out_dim, axes, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         # Kaiming-uniform over fan-in (bound 1/sqrt(in_dim), as PEFT): x @ A keeps x's scale at any width.
-        a = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")(rngs.params(), (in_dim, rank), param_dtype)
+        kaiming_uniform = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+        a = kaiming_uniform(rngs.params(), (in_dim, rank), param_dtype)
         self.lora_a = LoRAParam(a, out_sharding=(axes[0], "lora_rank"))
         self.lora_b = LoRAParam(jnp.zeros((rank, out_dim), param_dtype), out_sharding=("lora_rank", axes[1]))
         self.rank = rank

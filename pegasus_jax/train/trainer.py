@@ -112,6 +112,7 @@ def train(config, workdir: str) -> dict:
     profile = tuple(config.train.profile_steps)
     last = {}
     try:
+        started = time.perf_counter()
         window_start, data_wait = time.perf_counter(), 0.0
         steps_in_window = 0
         for step in range(start, config.train.steps):
@@ -151,11 +152,14 @@ def train(config, workdir: str) -> dict:
             if config.train.eval_every and done % config.train.eval_every == 0 and eval_glob:
                 eval_fn = eval_fn or _eval_runner(spec, data_cfg, tokenizer, eval_glob, mesh)
                 writer.write(done, {"eval_loss": eval_fn(state)})
+            if config.train.max_seconds and time.perf_counter() - started > config.train.max_seconds:
+                log.info("config.train.max_seconds=%s reached at step %d", config.train.max_seconds, done)
+                stop.requested = True
             if done % config.train.checkpoint_every == 0 or done == config.train.steps or stop.requested:
                 meta["step"] = done
                 checkpoint.save(mngr, done, state, data_iter, rng, meta, force=True)
             if stop.requested:
-                log.info("SIGTERM: saved step %d, exiting", done)
+                log.info("stopping: saved step %d", done)
                 break
         mngr.wait_until_finished()
     finally:

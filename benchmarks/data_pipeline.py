@@ -1,0 +1,87 @@
+"""Data pipeline throughput: clips/s of the Grain pipeline (tiny config shapes) against a plain PyAV
+loop decoding the same frames and audio of the same files, for 0 (in-process), 1 and 2 worker
+processes, with and without decode isolation (the helper process per reading thread).
+
+    .venv/bin/python benchmarks/data_pipeline.py [--clips 64] [--batches 8]
+
+Prints one JSON object and a markdown table. Start-up (worker and helper processes) is reported
+separately from the steady rate, which is measured over `--batches` batches after the first.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def raw_pyav(config, pattern: str) -> float:
+    """Clips/s of the bare decode: the same segment plan, frames and per-segment audio."""
+    from data_pipelines.records import read_all
+    from data_pipelines.video import decode_audio, sample_frames, segment_plan
+
+    al = config.model.align
+    examples = list(read_all(pattern))
+    start = time.perf_counter()
+    for ex in examples:
+        plan = segment_plan(ex.duration, al.segment_seconds, al.frames_per_segment, config.data.max_segments)
+        sample_frames(ex.video, [t for s in plan for t in s.timestamps], config.model.vision.image_size)
+        for s in plan:
+            decode_audio(ex.video, config.data.sample_rate, s.start, s.start + al.segment_seconds)
+    return len(examples) / (time.perf_counter() - start)
+
+
+def pipeline_rate(config, tok, batches: int) -> tuple[float, float]:
+    """(start-up seconds to the first batch, steady clips/s over the next `batches` batches)."""
+    from data_pipelines import pipeline
+
+    start = time.perf_counter()
+    it = pipeline.make_train_iterator(config, tok)
+    next(it)
+    first = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    rate = batches * config.train.batch_size / (time.perf_counter() - first)
+    it.close()
+    return first - start, rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=8)
+    args = parser.parse_args()
+
+    from data_pipelines import synth
+    from data_pipelines.tokenizer import Tokenizer, train_tokenizer_for_config
+    from pegasus_jax import config as cfg
+
+    with tempfile.TemporaryDirectory() as tmp:
+        synth.generate_corpus(tmp, num=args.clips, heldout=0, seed=0, size=64, workers=2)
+        pattern = os.path.join(tmp, "train", "*.array_record")
+        tok = Tokenizer.load(train_tokenizer_for_config(pattern, 512, os.path.join(tmp, "tok.model")))
+        config = cfg.get("tiny", data__path=pattern, train__batch_size=8)
+        rows = [{"mode": "raw PyAV loop", "workers": "-", "isolate": "-", "startup_s": 0.0,
+                 "clips_per_s": raw_pyav(config, pattern)}]
+        for isolate in (False, True):
+            for workers in (0, 1, 2):
+                config.data.num_workers, config.data.isolate_decode = workers, isolate
+                startup, rate = pipeline_rate(config, tok, args.batches)
+                rows.append({"mode": "pipeline", "workers": workers, "isolate": isolate,
+                             "startup_s": round(startup, 2), "clips_per_s": rate})
+    for row in rows:
+        row["clips_per_s"] = round(row["clips_per_s"], 1)
+    result = {"benchmark": "data_pipeline", "clips": args.clips, "batch_size": 8, "image_size": 32,
+              "frames_per_segment": 4, "max_segments": 2, "cpu_count": os.cpu_count(), "rows": rows}
+    print(json.dumps(result))
+    print("\n| mode | workers | isolate decode | start-up s | clips/s |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['mode']} | {r['workers']} | {r['isolate']} | {r['startup_s']} | {r['clips_per_s']} |")
+
+
+if __name__ == "__main__":
+    main()
