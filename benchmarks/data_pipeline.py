@@ -5,7 +5,7 @@ processes, with and without decode isolation (the helper process per reading thr
     .venv/bin/python benchmarks/data_pipeline.py [--clips 64] [--batches 8]
 
 Prints one JSON object and a markdown table. Start-up (worker and helper processes) is reported
-separately from the steady rate, which is measured over `--batches` batches after the first.
+separately from the steady rate, measured over `--batches` batches after `--warmup` more\n(the buffers filled during start-up would otherwise inflate it).
 """
 from __future__ import annotations
 
@@ -35,25 +35,30 @@ def raw_pyav(config, pattern: str) -> float:
     return len(examples) / (time.perf_counter() - start)
 
 
-def pipeline_rate(config, tok, batches: int) -> tuple[float, float]:
-    """(start-up seconds to the first batch, steady clips/s over the next `batches` batches)."""
+def pipeline_rate(config, tok, batches: int, warmup: int) -> tuple[float, float]:
+    """(start-up seconds to the first batch, steady clips/s over `batches` batches after `warmup` more,
+    which drain what the workers buffered during start-up)."""
     from data_pipelines import pipeline
 
     start = time.perf_counter()
     it = pipeline.make_train_iterator(config, tok)
     next(it)
+    startup = time.perf_counter() - start
+    for _ in range(warmup):
+        next(it)
     first = time.perf_counter()
     for _ in range(batches):
         next(it)
     rate = batches * config.train.batch_size / (time.perf_counter() - first)
     it.close()
-    return first - start, rate
+    return startup, rate
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=64)
-    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=8, help="batches skipped after the first")
     args = parser.parse_args()
 
     from data_pipelines import synth
@@ -70,13 +75,14 @@ def main() -> None:
         for isolate in (False, True):
             for workers in (0, 1, 2):
                 config.data.num_workers, config.data.isolate_decode = workers, isolate
-                startup, rate = pipeline_rate(config, tok, args.batches)
+                startup, rate = pipeline_rate(config, tok, args.batches, args.warmup)
                 rows.append({"mode": "pipeline", "workers": workers, "isolate": isolate,
                              "startup_s": round(startup, 2), "clips_per_s": rate})
     for row in rows:
         row["clips_per_s"] = round(row["clips_per_s"], 1)
     result = {"benchmark": "data_pipeline", "clips": args.clips, "batch_size": 8, "image_size": 32,
-              "frames_per_segment": 4, "max_segments": 2, "cpu_count": os.cpu_count(), "rows": rows}
+              "frames_per_segment": 4, "max_segments": 2, "cpu_count": os.cpu_count(),
+              "load_average_1m": round(os.getloadavg()[0], 2), "rows": rows}
     print(json.dumps(result))
     print("\n| mode | workers | isolate decode | start-up s | clips/s |\n|---|---|---|---|---|")
     for r in rows:

@@ -25,5 +25,6 @@ def get_config():
     c.train.steps, c.train.batch_size, c.train.checkpoint_every = 1200, 16, 400
     c.train.learning_rate, c.train.warmup_steps, c.train.log_every = 2e-3, 50, 25
     c.train.max_seconds = 420.0
+    c.train.eval_every, c.train.eval_batches = 200, 4
     c.demo = {"eval_clips": 200}
     return c

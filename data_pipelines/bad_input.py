@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 
 import msgpack
 import numpy as np
@@ -157,6 +158,9 @@ class _Helper:
         _write_msg(self.proc.stdin, {"decoder": decoder, "record": record, "params": params})
         return _read_msg(self.proc.stdout.fileno(), time.monotonic() + timeout)
 
+    def __del__(self):  # the owning reader thread ended (its iterator closed): the helper goes with it
+        self.kill()
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -168,13 +172,13 @@ class _Helper:
                 pass
 
 
-_helpers = threading.local()
-_all_helpers: list[_Helper] = []
+_helpers = threading.local()  # one helper per reading thread, dropped with the thread
+_all_helpers: "weakref.WeakSet[_Helper]" = weakref.WeakSet()
 
 
 @atexit.register
 def _stop_helpers() -> None:
-    for helper in _all_helpers:
+    for helper in list(_all_helpers):
         helper.kill()
 
 
@@ -194,7 +198,7 @@ class DecoderCall:
         helper = getattr(_helpers, "helper", None)
         if helper is None:
             helper = _helpers.helper = _Helper()
-            _all_helpers.append(helper)
+            _all_helpers.add(helper)
         try:
             reply = helper.request(self.decoder, record, dataclasses.asdict(params), self.timeout_s)
         except TimeoutError:
@@ -214,8 +218,7 @@ class DecoderCall:
     def _drop(helper: _Helper) -> None:
         helper.kill()
         _helpers.helper = None
-        if helper in _all_helpers:
-            _all_helpers.remove(helper)
+        _all_helpers.discard(helper)
 
 
 # ---- counting, logging, the ratio guard ----------------------------------------------------------

@@ -28,7 +28,6 @@ def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = 
     from flax import nnx
 
     from data_pipelines.synth import attributes_from_text
-    from pegasus_jax.infer.generate import Generator
     from pegasus_jax.infer.sampling import SamplingParams
     from pegasus_jax.infer.video_input import SegmentEncoder
 
@@ -37,7 +36,6 @@ def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = 
         model = nnx.clone(model)
         model.video_encoder.temporal_depth = 0  # frames encoded independently: no motion signal
     encoder = SegmentEncoder(model, use_audio=use_audio)
-    generator = Generator(model, stop_ids=(api.tokenizer.eot_id, api.tokenizer.eos_id), pad_id=api.tokenizer.pad_id)
     prompt = api._prompt(prompts.DESCRIBE)
     correct = {k: 0 for k in ATTRIBUTES}
     captions = []
@@ -46,7 +44,7 @@ def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = 
     for i in range(0, len(clips), BATCH):
         chunk = clips[i:i + BATCH]
         prefix = _stack_prefixes([encoder.encode_bytes(c.video) for c in chunk])
-        ids = generator.generate_ids([prompt] * len(chunk), prefix, SamplingParams(max_new_tokens=24))
+        ids = api.generator.generate_ids([prompt] * len(chunk), prefix, SamplingParams(max_new_tokens=24))
         for clip, out in zip(chunk, ids):
             text = api.tokenizer.decode(out)
             captions.append(text)

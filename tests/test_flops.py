@@ -1,6 +1,6 @@
 """The analytic FLOP count equals a hand count for the tiny config, term by term."""
 from pegasus_jax import config as cfg
-from pegasus_jax.scaling.flops import decoder_sequence_length, flops_per_example, flops_per_step
+from pegasus_jax.scaling.flops import decoder_sequence_length, flops_per_example, flops_per_step, param_counts
 
 
 def test_tiny_flops_match_hand_count():
@@ -29,3 +29,22 @@ def test_tiny_flops_match_hand_count():
     assert got["total_forward"] == forward == 36_525_056
     assert got["total_train"] == 3 * forward
     assert flops_per_step(c) == 8 * 3 * forward
+
+
+def test_siglip_without_audio_hand_count():
+    c = cfg.get("tiny", model__vision__kind="siglip", model__audio__enabled=False)
+    # siglip: no class token -> 16 tokens per frame
+    vision = 8 * 16 * (8 * 8 * 3) * 32 + 8 * 2 * (4 * 16 * 32 * 32 + 2 * 16 * 16 * 32 + 2 * 16 * 32 * 64)
+    # no audio tokens: 2 x (1 + 8 + 4) + 48 = 74 positions
+    t = 74
+    decoder = 2 * (t * 64 * (2 * 64 + 2 * 32) + 3 * t * 64 * 128 + t * t * 64)  # causal: half of 2 t^2 64
+    got = flops_per_example(c)
+    assert decoder_sequence_length(c) == t
+    assert got["audio"] == 0 and got["vision"] == 2 * vision and got["decoder"] == 2 * decoder
+    assert got["align"] == 2 * (2 * 8 * (32 * 64 + 64 * 64) + 2 * 64 * 64)
+
+
+def test_param_counts_split_embedding_from_n():
+    counts = param_counts(cfg.get("tiny"))
+    assert counts["embedding"] == 2 * 512 * 64  # token embedding + untied lm_head
+    assert counts["non_embedding"] == counts["total"] - counts["embedding"] > 0

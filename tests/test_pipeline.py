@@ -175,3 +175,27 @@ def test_mixture_follows_weights_and_resumes(corpus, tmp_path):
     bad = config(corpus["train"], data__mixture=(("x", 1.0, "podcast"),))
     with pytest.raises(pipeline.UserError, match=r"config.data.mixture\[0\]: kind"):
         pipeline.make_train_iterator(bad, corpus["tok"])
+
+
+def test_image_records_train_as_one_frame_videos(corpus, tmp_path):
+    from data_pipelines.records import VideoExample, write_shard
+    from data_pipelines.video import decode_frame_jpegs, encode_jpeg
+
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    rgb[8:40, 16:48] = (220, 40, 40)
+    image = VideoExample(id="img-0", frames=[encode_jpeg(rgb)], fps=1.0, captions=["a red square"],
+                         turns=[{"role": "user", "text": "colour?"}, {"role": "assistant", "text": "red"}])
+    write_shard([image], tmp_path / "images.array_record")
+    c = config(corpus["train"], data__mixture=((str(tmp_path / "images.array_record"), 1.0, "image"),),
+               train__batch_size=2)
+    it = pipeline.make_train_iterator(c, corpus["tok"])
+    batch = next(it)
+    assert it.last_ids == ["img-0", "img-0"]
+    expected = decode_frame_jpegs(image.frames, 1.0, [0.0], c.model.vision.image_size)[0]
+    assert expected[16, 16, 0] > 150  # the red square survived decode + resize
+    for frame in batch["frames"][0, 0]:
+        np.testing.assert_array_equal(frame, expected)
+    assert batch["segment_mask"][0].tolist() == [True, False] and not batch["audio_mask"].any()
+    tok = corpus["tok"]
+    assert tok.decode(batch["targets"][0][batch["loss_mask"][0] > 0]) == "a red square"  # image kind: captions only
+    assert pipeline.stats(it)["notes"] == {"one_frame": 2, "no_audio": 2}

@@ -157,3 +157,48 @@ def test_mfu_matches_hand_count(corpus, tmp_path):
     rec = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")][-1]
     flops = rec["mfu"] * rec["step_time_s"] * peak * 1  # one device
     assert flops == pytest.approx(flops_per_step(cfg.get("tiny")), rel=1e-9)
+
+
+def test_two_processes_match_one(corpus, tmp_path):
+    """Two CPU processes with gloo collectives train like one process with the same global batch."""
+    import socket
+
+    flags = overrides(corpus, **{"train.steps": 4, "train.checkpoint_every": 4,
+                                 "data.length_buckets": "(48,)", "mesh.data": -1})
+    single = cli("train", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "one"), *flags, env=cpu_env(2))
+    assert single.returncode == 0, single.stderr[-3000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for pid in range(2):
+        env = dict(cpu_env(1), PEGASUS_COORDINATOR=f"127.0.0.1:{port}", PEGASUS_NUM_PROCESSES="2",
+                   PEGASUS_PROCESS_ID=str(pid))
+        procs.append(subprocess.Popen([sys.executable, "-m", "pegasus_jax.cli.main", "train", "--config",
+                                       "configs/tiny.py", "--workdir", str(tmp_path / "two"), *flags],
+                                      cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        p.wait(timeout=600)
+        assert p.returncode == 0, p.stderr.read()[-3000:]
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(one) == sorted(two) == [1, 2, 3, 4]
+    assert all(abs(one[s] - two[s]) <= 1e-5 for s in one), (one, two)
+
+
+def test_init_from_another_run_reports_what_was_loaded(corpus, tmp_path):
+    """Stage 1 -> stage 2: the new run starts from the old run's weights and says what it loaded."""
+    first = cli("train", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "stage1"),
+                *overrides(corpus, **{"train.steps": 2, "train.stage": "align"}), env=cpu_env())
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = cli("train", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "stage2"),
+                 *overrides(corpus, **{"train.steps": 1, "train.stage": "instruct_lora", "model.lora.rank": 4,
+                                       "train.init_from": str(tmp_path / "stage1")}), env=cpu_env())
+    assert second.returncode == 0, second.stderr[-3000:]
+    report = next(l for l in second.stderr.splitlines() if "initialised from" in l)
+    import re
+    loaded, new = map(int, re.search(r"loaded (\d+) tensors from step 2, (\d+) new", report).groups())
+    assert loaded > 0 and new > 0  # every pretrained tensor loaded; the LoRA adapters are new
+    bad = cli("train", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "stage2b"),
+              *overrides(corpus, **{"train.steps": 1, "model.decoder.mlp_dim": 96,
+                                    "train.init_from": str(tmp_path / "stage1")}), env=cpu_env())
+    assert bad.returncode == 2 and "config.train.init_from: tensor" in bad.stderr and "Traceback" not in bad.stderr

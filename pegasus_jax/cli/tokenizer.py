@@ -18,7 +18,8 @@ def register(subparsers) -> None:
 def run_train(args) -> int:
     from data_pipelines import tokenizer
 
-    if os.path.isfile(args.input) and not args.input.endswith((".array_record",)) and ".array_record-" not in args.input:
+    is_shard = ".array_record" in os.path.basename(args.input)  # ours (x.array_record) and TFDS's (x.array_record-0-of-N)
+    if os.path.isfile(args.input) and not is_shard:
         texts = args.input
     else:
         texts = tokenizer.record_texts(args.input)

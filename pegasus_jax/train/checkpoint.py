@@ -27,7 +27,7 @@ def manager(workdir: str, train_cfg, *, read_only: bool = False) -> ocp.Checkpoi
     keep_period = train_cfg.keep_every if train_cfg is not None and train_cfg.keep_every > 0 else None
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, keep_period=keep_period, create=not read_only,
-        enable_async_checkpointing=not read_only, read_only=read_only, save_interval_steps=1)
+        enable_async_checkpointing=not read_only, read_only=read_only, save_interval_steps=0 if read_only else 1)
     return ocp.CheckpointManager(epath.Path(workdir) / "checkpoints", options=options)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import traverse_util
 
 from pegasus_jax.errors import UserError
@@ -19,11 +20,19 @@ def _flat(tree) -> dict[tuple, object]:
     return traverse_util.flatten_dict(tree) if tree else {}
 
 
+def read_state_on_host(workdir: str, step: int) -> dict:
+    """A checkpoint's train state as NumPy arrays, whatever mesh it was saved from."""
+    path = epath.Path(workdir) / "checkpoints" / str(step) / checkpoint.STATE
+    reader = ocp.PyTreeCheckpointer()
+    meta = reader.metadata(path)
+    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return reader.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+
+
 def load_into(spec, state: dict, source: str) -> tuple[dict, str]:
     workdir, step = checkpoint.resolve_checkpoint(source)
-    mngr = checkpoint.manager(workdir, None, read_only=True)
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        **{checkpoint.STATE: ocp.args.PyTreeRestore(restore_args=None)}))[checkpoint.STATE]
+    restored = read_state_on_host(workdir, step)
     source_params = {**_flat(restored.get("frozen")), **_flat(restored.get("params"))}
     loaded, new = 0, 0
     out = dict(state)

@@ -19,7 +19,7 @@ from etils import epath
 
 from pegasus_jax import sharding
 from pegasus_jax.errors import UserError
-from pegasus_jax.scaling.flops import flops_per_step
+from pegasus_jax.scaling.flops import decoder_sequence_length, flops_per_step
 from pegasus_jax.train import checkpoint, distributed
 from pegasus_jax.train.metrics import MetricsWriter, peak_flops
 from pegasus_jax.train.state import TrainSpec, count_params
@@ -96,6 +96,9 @@ def train(config, workdir: str) -> dict:
     tokenizer = Tokenizer.load(tokenizer_path)
     data_cfg = config.copy_and_resolve_references()
     data_cfg.data.path = train_glob
+    if jax.process_count() > 1:
+        # Every process must hand the same shapes to the global batch: one text length for all.
+        data_cfg.data.length_buckets = (config.data.max_text_len,)
     data_iter = pipeline.make_train_iterator(data_cfg, tokenizer)
     mngr = checkpoint.manager(workdir, config.train)
     state, rng = initial_state(spec, config, mngr, data_iter)
@@ -105,6 +108,7 @@ def train(config, workdir: str) -> dict:
     n_params = count_params(state["params"]) + count_params(state["frozen"])
     log.info("params: %.3e (%.3e trainable), mesh %s", n_params, count_params(state["params"]), dict(mesh.shape))
     step_flops = flops_per_step(config)
+    seq_len = decoder_sequence_length(config)  # decoder positions per example: "tokens" counts these
     peak, peak_source = peak_flops(config.train)
     writer = MetricsWriter(workdir, config.train.steps, start, enabled=distributed.is_main())
     stop = _StopRequest()
@@ -130,7 +134,10 @@ def train(config, workdir: str) -> dict:
             if profile and step + 1 == profile[1] and distributed.is_main():
                 jax.profiler.stop_trace()
             done = step + 1
-            if done % config.train.log_every == 0 or done == config.train.steps:
+            if config.train.max_seconds and time.perf_counter() - started > config.train.max_seconds:
+                log.info("config.train.max_seconds=%s reached at step %d", config.train.max_seconds, done)
+                stop.requested = True
+            if done % config.train.log_every == 0 or done == config.train.steps or stop.requested:
                 metrics = jax.device_get(metrics)
                 if not metrics["finite"] and config.train.nan_policy == "stop":
                     raise UserError(f"non-finite loss or gradient at step {done} (config.train.nan_policy=stop)")
@@ -140,21 +147,18 @@ def train(config, workdir: str) -> dict:
                     "loss": float(metrics["loss"]), "learning_rate": float(metrics["learning_rate"]),
                     "grad_norm": float(metrics["grad_norm"]), "step_time_s": step_time,
                     "examples_per_s": config.train.batch_size / step_time,
-                    "tokens_per_s": float(metrics["loss_tokens"]) / step_time,
+                    "tokens_per_s": config.train.batch_size * seq_len / step_time,
                     "mfu": step_flops / step_time / peak,
                     "data_wait_fraction": data_wait / elapsed,
                     "bad_records": pipeline.bad_record_count(data_iter),
                     "nan_skips": int(jax.device_get(state["nan_skips"])),
-                    "tokens": done * config.train.batch_size * int(metrics["loss_tokens"] / config.train.batch_size),
+                    "tokens": done * config.train.batch_size * seq_len,
                 }
                 writer.write(done, last)
                 window_start, data_wait, steps_in_window = time.perf_counter(), 0.0, 0
             if config.train.eval_every and done % config.train.eval_every == 0 and eval_glob:
                 eval_fn = eval_fn or _eval_runner(spec, data_cfg, tokenizer, eval_glob, mesh)
                 writer.write(done, {"eval_loss": eval_fn(state)})
-            if config.train.max_seconds and time.perf_counter() - started > config.train.max_seconds:
-                log.info("config.train.max_seconds=%s reached at step %d", config.train.max_seconds, done)
-                stop.requested = True
             if done % config.train.checkpoint_every == 0 or done == config.train.steps or stop.requested:
                 meta["step"] = done
                 checkpoint.save(mngr, done, state, data_iter, rng, meta, force=True)
