@@ -107,7 +107,8 @@ do_train() {
   [[ -n $workdir ]] || die "--workdir (gs://...) is required for train"
   local cmd
   cmd=$(remote python3 -m pegasus_jax.cli.main train --config "$config" --workdir "$workdir" "${train_args[@]}")
-  on_all_workers "cd pegasus-jax && nohup $cmd > ~/pegasus-train.log 2>&1 < /dev/null & echo \$! > ~/pegasus-train.pid"
+  # PEGASUS_DISTRIBUTED=1: every worker joins one JAX job (jax.distributed.initialize() auto-detects the slice).
+  on_all_workers "cd pegasus-jax && PEGASUS_DISTRIBUTED=1 nohup $cmd > ~/pegasus-train.log 2>&1 < /dev/null & echo \$! > ~/pegasus-train.pid"
   if ((follow)); then do_logs; fi
 }
 

@@ -65,7 +65,7 @@ if [[ $action == delete ]]; then
 else
   [[ -n $config ]] || die "--config is required"
   [[ -n $workdir ]] || die "--workdir (gs://...) is required"
-  train=$(printf '%q ' pegasus-jax train --config "$config" --workdir "$workdir" "${train_args[@]}")
+  train="PEGASUS_DISTRIBUTED=1 $(printf '%q ' pegasus-jax train --config "$config" --workdir "$workdir" "${train_args[@]}")"
   cmd=(xpk workload create --cluster "$cluster" --workload "$workload" --tpu-type "$tpu_type"
     --num-slices "$num_slices" "${where[@]}")
   [[ -n $image ]] && cmd+=(--docker-image "$image")

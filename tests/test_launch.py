@@ -91,7 +91,7 @@ def test_xpk_dry_run(bare_env):
     assert cmd[:3] == ["xpk", "workload", "create"]
     assert (flag(cmd, "--cluster"), flag(cmd, "--workload"), flag(cmd, "--tpu-type"), flag(cmd, "--num-slices"),
             flag(cmd, "--docker-image")) == ("my-v5p", "pegasus-80b", "v5p-256", "2", "gcr.io/p/pegasus-jax:1")
-    assert shlex.split(flag(cmd, "--command")) == ["pegasus-jax", "train", "--config", CONFIG, "--workdir", WORKDIR,
+    assert shlex.split(flag(cmd, "--command")) == ["PEGASUS_DISTRIBUTED=1", "pegasus-jax", "train", "--config", CONFIG, "--workdir", WORKDIR,
                                                    "--config.train.steps=7"]
 
 

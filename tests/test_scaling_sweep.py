@@ -98,7 +98,7 @@ def test_collect_from_metrics_files(tmp_path):
 def test_emit_commands(tmp_path, launcher, first, extra):
     workdir = str(tmp_path / "my sweep")
     res = cli("scaling", "sweep", "--sweep", write_sweep(tmp_path), "--workdir", workdir, "--emit-commands",
-              "--launcher", launcher, "--launcher-args", extra)
+              "--launcher", launcher, f"--launcher-args={extra}")
     assert res.returncode == 0, res.stderr
     commands = [shlex.split(line) for line in res.stdout.splitlines() if not line.startswith("#")]
     assert len(commands) == 3

@@ -57,19 +57,42 @@ def cpu_env(devices=1):
     return env
 
 
-def test_tiny_loss_falls(corpus, tmp_path):
-    run = cli("train", "--config", "configs/tiny.py", "--workdir", str(tmp_path),
-              *overrides(corpus, **{"train.steps": 60, "train.checkpoint_every": 60, "train.warmup_steps": 5}),
+REFERENCE_STEPS = 40
+PEAK = 1e9  # a stated per-device peak makes MFU a pure function of FLOPs and step time
+
+
+def reference_flags(corpus):
+    return overrides(corpus, **{"train.steps": REFERENCE_STEPS, "train.checkpoint_every": 5,
+                                "train.warmup_steps": 5, "train.peak_flops": PEAK})
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory):
+    """One uninterrupted run that several tests compare against or build on."""
+    workdir = tmp_path_factory.mktemp("reference")
+    run = cli("train", "--config", "configs/tiny.py", "--workdir", str(workdir), *reference_flags(corpus),
               env=cpu_env())
     assert run.returncode == 0, run.stderr[-3000:]
-    curve = losses(tmp_path)
+    return workdir
+
+
+def test_tiny_loss_falls(reference):
+    curve = losses(reference)
     first = np.mean([curve[s] for s in (1, 2, 3)])
-    last = np.mean([curve[s] for s in (58, 59, 60)])
-    assert last < 0.6 * first, (first, last)
-    rec = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")][-1]
+    last = np.mean([curve[s] for s in (38, 39, 40)])
+    assert last < 0.7 * first, (first, last)
+    rec = [json.loads(l) for l in open(reference / "metrics.jsonl")][-1]
     for key in ("loss", "learning_rate", "grad_norm", "tokens_per_s", "examples_per_s", "step_time_s", "mfu",
-                "data_wait_fraction", "bad_records", "nan_skips"):
+                "data_wait_fraction", "bad_records", "nan_skips", "tokens"):
         assert key in rec, key
+
+
+def test_mfu_matches_hand_count(reference):
+    from pegasus_jax.scaling.flops import flops_per_step
+
+    rec = [json.loads(l) for l in open(reference / "metrics.jsonl")][-1]
+    flops = rec["mfu"] * rec["step_time_s"] * PEAK * 1  # one device
+    assert flops == pytest.approx(flops_per_step(cfg.get("tiny")), rel=1e-9)
 
 
 def _run_until_step(args, workdir, step, sig, env):
@@ -77,36 +100,32 @@ def _run_until_step(args, workdir, step, sig, env):
     proc = subprocess.Popen([sys.executable, "-m", "pegasus_jax.cli.main", *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics = os.path.join(workdir, "metrics.jsonl")
-    deadline = time.time() + 300
+    deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         if os.path.exists(metrics) and max(losses(workdir), default=0) >= step:
             proc.send_signal(sig)
             break
         time.sleep(0.05)
-    proc.wait(timeout=300)
+    proc.wait(timeout=600)
     return proc.returncode, proc.stderr.read()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_resume_after_kill_is_exact(corpus, tmp_path, sig):
-    flags = overrides(corpus, **{"train.steps": 14, "train.checkpoint_every": 4})
-    reference = tmp_path / "reference"
-    run = cli("train", "--config", "configs/tiny.py", "--workdir", str(reference), *flags, env=cpu_env())
-    assert run.returncode == 0, run.stderr[-3000:]
+def test_resume_after_kill_is_exact(corpus, reference, tmp_path, sig):
     killed = tmp_path / "killed"
-    args = ["train", "--config", "configs/tiny.py", "--workdir", str(killed), *flags]
-    code, err = _run_until_step(args, str(killed), 6, sig, cpu_env())
+    args = ["train", "--config", "configs/tiny.py", "--workdir", str(killed), *reference_flags(corpus)]
+    code, err = _run_until_step(args, str(killed), 12, sig, cpu_env())
     if sig == signal.SIGTERM:
         assert code == 0, err[-3000:]
         saved = sorted(int(p) for p in os.listdir(killed / "checkpoints") if p.isdigit())
-        assert saved[-1] >= 6  # SIGTERM saved the step it stopped at
+        assert saved[-1] >= 12  # SIGTERM saved the step it stopped at
     else:
         assert code == -signal.SIGKILL
     resumed = cli(*args, env=cpu_env())
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     ref, got = losses(reference), losses(killed)
-    assert sorted(got) == list(range(1, 15))
-    assert all(ref[s] == got[s] for s in range(1, 15)), [(s, ref[s], got[s]) for s in range(1, 15)]
+    assert sorted(got) == list(range(1, REFERENCE_STEPS + 1))
+    assert all(ref[s] == got[s] for s in got), [(s, ref[s], got[s]) for s in got if ref[s] != got[s]]
 
 
 def test_bad_mesh_is_one_line_error(corpus, tmp_path):
@@ -147,18 +166,6 @@ def test_restore_on_other_meshes(corpus, tmp_path):
     assert abs(results[0] - results[1]) <= 1e-5 and abs(results[0] - results[2]) <= 1e-5, results
 
 
-def test_mfu_matches_hand_count(corpus, tmp_path):
-    from pegasus_jax.scaling.flops import flops_per_step
-
-    peak = 1e9  # per device; a stated peak makes MFU a pure function of FLOPs and step time
-    run = cli("train", "--config", "configs/tiny.py", "--workdir", str(tmp_path),
-              *overrides(corpus, **{"train.steps": 3, "train.peak_flops": peak}), env=cpu_env())
-    assert run.returncode == 0, run.stderr[-3000:]
-    rec = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")][-1]
-    flops = rec["mfu"] * rec["step_time_s"] * peak * 1  # one device
-    assert flops == pytest.approx(flops_per_step(cfg.get("tiny")), rel=1e-9)
-
-
 def test_two_processes_match_one(corpus, tmp_path):
     """Two CPU processes with gloo collectives train like one process with the same global batch."""
     import socket
@@ -185,20 +192,17 @@ def test_two_processes_match_one(corpus, tmp_path):
     assert all(abs(one[s] - two[s]) <= 1e-5 for s in one), (one, two)
 
 
-def test_init_from_another_run_reports_what_was_loaded(corpus, tmp_path):
+def test_init_from_another_run_reports_what_was_loaded(corpus, reference, tmp_path):
     """Stage 1 -> stage 2: the new run starts from the old run's weights and says what it loaded."""
-    first = cli("train", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "stage1"),
-                *overrides(corpus, **{"train.steps": 2, "train.stage": "align"}), env=cpu_env())
-    assert first.returncode == 0, first.stderr[-3000:]
     second = cli("train", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "stage2"),
                  *overrides(corpus, **{"train.steps": 1, "train.stage": "instruct_lora", "model.lora.rank": 4,
-                                       "train.init_from": str(tmp_path / "stage1")}), env=cpu_env())
+                                       "train.init_from": str(reference)}), env=cpu_env())
     assert second.returncode == 0, second.stderr[-3000:]
     report = next(l for l in second.stderr.splitlines() if "initialised from" in l)
     import re
-    loaded, new = map(int, re.search(r"loaded (\d+) tensors from step 2, (\d+) new", report).groups())
+    loaded, new = map(int, re.search(r"loaded (\d+) tensors from step 40, (\d+) new", report).groups())
     assert loaded > 0 and new > 0  # every pretrained tensor loaded; the LoRA adapters are new
     bad = cli("train", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "stage2b"),
               *overrides(corpus, **{"train.steps": 1, "model.decoder.mlp_dim": 96,
-                                    "train.init_from": str(tmp_path / "stage1")}), env=cpu_env())
+                                    "train.init_from": str(reference)}), env=cpu_env())
     assert bad.returncode == 2 and "config.train.init_from: tensor" in bad.stderr and "Traceback" not in bad.stderr

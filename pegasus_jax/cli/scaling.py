@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     mode.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
     mode.add_argument("--emit-commands", action="store_true", help="print one cluster launch command per point")
     s.add_argument("--launcher", default="local", choices=("local", "slurm", "xpk", "tpu_vm"))
-    s.add_argument("--launcher-args", default="", help="extra launcher flags for --emit-commands (e.g. --zone ...)")
+    s.add_argument("--launcher-args", default="",
+                   help="extra launcher flags for --emit-commands, written --launcher-args='--zone us-east5-a ...'")
     s.set_defaults(func=run_sweep)
 
 
@@ -50,7 +51,10 @@ def run_fit(args) -> int:
     for point in fit["compute_optimal"]:
         print(f"C={point['C']:.3g}: N*={point['N']:.4g} D*={point['D']:.4g} loss={point['loss']:.4f}")
     iso = fit["isoflop"]
-    print(f"isoflop: N* ~ C^{iso['n_exponent']:.3f}" if iso["available"] else f"isoflop: not available: {iso['reason']}")
+    if iso["available"]:
+        print(f"isoflop: N* ~ C^{iso['n_exponent']:.3f} ({len(iso['groups'])} FLOP groups)")
+    else:
+        print(f"isoflop: not available: {iso['reason']}")
     if args.plots:
         from pegasus_jax.scaling.plots import write_plots
 

@@ -1,6 +1,7 @@
 """Multi-controller start-up: one JAX process per host (TPU VM worker, SLURM task, or local rehearsal).
 
-- TPU pods and SLURM: `jax.distributed.initialize()` reads the cluster's own environment.
+- TPU pods (PEGASUS_DISTRIBUTED=1, set by launch/tpu_vm.sh and launch/xpk.sh) and SLURM:
+  `jax.distributed.initialize()` reads the cluster's own environment.
 - Local rehearsal (launch/local.sh): PEGASUS_COORDINATOR=host:port, PEGASUS_NUM_PROCESSES,
   PEGASUS_PROCESS_ID; on CPU the processes exchange collectives through gloo.
 """
@@ -30,7 +31,7 @@ def initialize() -> None:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num, process_id=pid)
     elif os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         jax.distributed.initialize()
-    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS"):
+    elif os.environ.get("PEGASUS_DISTRIBUTED") == "1" or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS"):
         jax.distributed.initialize()
 
 

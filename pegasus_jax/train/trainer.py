@@ -194,5 +194,6 @@ def _eval_runner(spec, config, tokenizer, eval_glob, mesh):
 
 
 def log_to_stderr() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    # force: JAX / absl may have configured the root logger already, which would hide our lines.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
     np.set_printoptions(precision=4)
