@@ -8,19 +8,20 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# torch is installed first, pinned to its CPU build, so that transformers does not pull CUDA packages.
 install: $(BIN)/python
-	$(BIN)/pip install -q -e .
-
-# torch is installed first, pinned, so that transformers does not pull a CUDA build.
-install-dev: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+
+# The test suite also needs libtpu (AOT compile), TensorFlow Datasets (builders) and Apache Beam.
+install-dev: install
 	$(BIN)/pip install -q -e ".[dev,tpu,tfds,beam]"
 
-demo: install-dev
+demo: install
 	$(BIN)/pegasus-jax demo --workdir runs/demo
 
 test: install-dev
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

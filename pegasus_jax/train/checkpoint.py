@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from typing import Any
 
 import grain
@@ -28,7 +29,12 @@ def manager(workdir: str, train_cfg, *, read_only: bool = False) -> ocp.Checkpoi
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, keep_period=keep_period, create=not read_only,
         enable_async_checkpointing=not read_only, read_only=read_only, save_interval_steps=0 if read_only else 1)
-    return ocp.CheckpointManager(epath.Path(workdir) / "checkpoints", options=options)
+    return ocp.CheckpointManager(root(workdir) / "checkpoints", options=options)
+
+
+def root(workdir: str) -> epath.Path:
+    """Orbax wants absolute paths; cloud paths (gs://...) already are."""
+    return epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
 
 
 def metadata(config, tokenizer_path: str | None, step: int) -> dict:

@@ -22,7 +22,7 @@ def _flat(tree) -> dict[tuple, object]:
 
 def read_state_on_host(workdir: str, step: int) -> dict:
     """A checkpoint's train state as NumPy arrays, whatever mesh it was saved from."""
-    path = epath.Path(workdir) / "checkpoints" / str(step) / checkpoint.STATE
+    path = checkpoint.root(workdir) / "checkpoints" / str(step) / checkpoint.STATE
     reader = ocp.PyTreeCheckpointer()
     meta = reader.metadata(path)
     tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree

@@ -196,4 +196,5 @@ def _eval_runner(spec, config, tokenizer, eval_glob, mesh):
 def log_to_stderr() -> None:
     # force: JAX / absl may have configured the root logger already, which would hide our lines.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-save chatter
     np.set_printoptions(precision=4)
