@@ -206,3 +206,25 @@ def test_init_from_another_run_reports_what_was_loaded(corpus, reference, tmp_pa
               *overrides(corpus, **{"train.steps": 1, "model.decoder.mlp_dim": 96,
                                     "train.init_from": str(reference)}), env=cpu_env())
     assert bad.returncode == 2 and "config.train.init_from: tensor" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_eval_loss_and_gist_from_a_trained_checkpoint(corpus, reference, tmp_path):
+    """The trained checkpoint serves `eval --benchmark loss` and the gist task through the CLI."""
+    out = tmp_path / "eval"
+    run = cli("eval", "--checkpoint", str(reference), "--benchmark", "loss", "--data", corpus["heldout"],
+              "--out", str(out), "--batches", "2", env=cpu_env())
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.load(open(out / "loss.json"))
+    loss = report["aggregate"]["loss"]
+    assert 0 < loss < np.log(512) and report["aggregate"]["perplexity"] == pytest.approx(np.exp(loss))
+    from data_pipelines import records
+
+    clip = next(records.read_all(corpus["heldout"]))
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(clip.video)
+    gist = cli("gist", "--checkpoint", str(reference / "checkpoints" / "40"), "--video", str(video),
+               "--temperature", "0", "--max-tokens", "40", env=cpu_env())
+    assert gist.returncode == 0, gist.stderr[-3000:]
+    assert set(json.loads(gist.stdout)) == {"id", "title", "topics", "hashtags"}
+    missing = cli("gist", "--checkpoint", str(reference), "--video", str(tmp_path / "nope.mp4"), env=cpu_env())
+    assert missing.returncode == 2 and "--video: no such file" in missing.stderr and "Traceback" not in missing.stderr

@@ -126,6 +126,26 @@ class Pegasus:
         return {"id": vid, key: schemas.order_timed(items, numbered=type == "chapter")}
 
     # -- scoring ----------------------------------------------------------------------------------
+    def eval_loss(self, records_glob: str, batches: int = 50) -> dict:
+        """Mean answer-token loss and perplexity over (at most `batches` batches of) a records glob."""
+        from flax import nnx
+
+        from data_pipelines import pipeline
+        from pegasus_jax.models.pegasus import cross_entropy_loss
+
+        config = self.config.copy_and_resolve_references()
+        config.data.path = records_glob
+        score = nnx.jit(lambda model, batch: cross_entropy_loss(model(batch), batch))
+        total, tokens = 0.0, 0.0
+        for i, batch in enumerate(pipeline.make_eval_iterator(config, self.tokenizer)):
+            if i >= batches:
+                break
+            loss, aux = score(self.model, batch)
+            total += float(loss) * float(aux["loss_tokens"])
+            tokens += float(aux["loss_tokens"])
+        loss = total / max(tokens, 1.0)
+        return {"loss": loss, "perplexity": float(np.exp(loss)), "tokens": tokens}
+
     def option_logprobs(self, video_path: str, question: str, options: list[str]) -> list[float]:
         """Sum of log-probabilities of each option's tokens as the answer to `question`."""
         prefix = self.encode_video(video_path)
