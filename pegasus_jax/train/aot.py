@@ -134,12 +134,23 @@ def compile_for_topology(config, topology: str, mfu: float = 0.5) -> CompileRepo
         raise UserError(f"config.train.batch_size: {config.train.batch_size} does not divide over the {dp} "
                         f"data-parallel shards of {topology}")
     t0 = time.perf_counter()
-    compiled = make_train_step(spec, batch).lower(state, batch).compile()
+    try:
+        compiled = make_train_step(spec, batch).lower(state, batch).compile()
+    except jax.errors.JaxRuntimeError as e:
+        # Far over HBM, XLA refuses to compile and states the temporaries it would need instead.
+        needed = re.search(r"HLO temporaries \(([\d.]+)([KMGT])\)", str(e))
+        if "RESOURCE_EXHAUSTED" not in str(e) or needed is None:
+            raise
+        arg = per_device_bytes(state) + per_device_bytes(batch)
+        temp = float(needed.group(1)) * 1024 ** "KMGT".index(needed.group(2)) * 1024
+        out = alias = code = 0
+        compiled = None
+    else:
+        mem = compiled.memory_analysis()
+        arg, out, temp = mem.argument_size_in_bytes, mem.output_size_in_bytes, mem.temp_size_in_bytes
+        alias = getattr(mem, "alias_size_in_bytes", 0)
+        code = getattr(mem, "generated_code_size_in_bytes", 0)
     compile_s = time.perf_counter() - t0
-    mem = compiled.memory_analysis()
-    arg, out, temp = mem.argument_size_in_bytes, mem.output_size_in_bytes, mem.temp_size_in_bytes
-    alias = getattr(mem, "alias_size_in_bytes", 0)
-    code = getattr(mem, "generated_code_size_in_bytes", 0)
     total = arg + out - alias + temp + code
     flops = flops_per_step(config)
     chips = len(devices)
@@ -148,6 +159,12 @@ def compile_for_topology(config, topology: str, mfu: float = 0.5) -> CompileRepo
         total_gib=total / GIB, hbm_gib=family.hbm_gib, flops_per_step=flops,
         step_time_s_at_mfu=flops / (chips * family.peak_flops * mfu), mfu_assumed=mfu, compile_s=compile_s,
         params=count_params(state["params"]) + count_params(state["frozen"]))
+
+
+def per_device_bytes(tree) -> int:
+    """Bytes one device holds of a tree of sharded ShapeDtypeStructs."""
+    return sum(math.prod(x.sharding.shard_shape(x.shape)) * jax.numpy.dtype(x.dtype).itemsize
+               for x in jax.tree.leaves(tree))
 
 
 def find_topology(config, family_name: str, max_chips: int = 8192, mfu: float = 0.5) -> CompileReport | None:
