@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/pegasus-jax demo --workdir runs/demo
 
 test: install-dev
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
+	$(BIN)/python -m pytest -q -rs -n 2 --dist loadfile --durations=15 tests
 
 clean:
 	rm -rf $(VENV) runs *.egg-info
