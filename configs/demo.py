@@ -23,7 +23,7 @@ def get_config():
     c.data.transcript_tokens = 0  # no espeak-ng by default: the synthetic clips carry no speech
     c.data.synth_clips = 2000
     c.train.steps, c.train.batch_size, c.train.checkpoint_every = 1200, 16, 400
-    c.train.learning_rate, c.train.warmup_steps, c.train.log_every = 2e-3, 50, 25
+    c.train.learning_rate, c.train.warmup_steps, c.train.log_every = 5e-4, 50, 25
     c.train.max_seconds = 420.0
     c.train.eval_every, c.train.eval_batches = 200, 4
     c.demo = {"eval_clips": 200}

@@ -117,13 +117,13 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def _render_part(rng, attrs: dict, background: np.ndarray, size: int, frames: int) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    r = size * rng.uniform(0.14, 0.2)
+    r = size * rng.uniform(0.22, 0.28)
     dx, dy = DIRECTION_VECTOR[attrs["direction"]]
     across = rng.uniform(0.35, 0.65) * size  # the coordinate perpendicular to the motion
     colour = np.array(COLOUR_RGB[attrs["colour"]], np.float32)
     out = np.empty((frames, size, size, 3), np.uint8)
     for f in range(frames):
-        progress = 0.2 + 0.6 * f / max(frames - 1, 1)  # 20% -> 80% of the way across
+        progress = 0.25 + 0.5 * f / max(frames - 1, 1)  # 25% -> 75% of the way across
         along = progress * size if (dx + dy) > 0 else (1 - progress) * size
         cx, cy = (along, across) if dx else (across, along)
         frame = background.copy()

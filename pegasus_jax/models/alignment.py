@@ -16,9 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from pegasus_jax.models.layers import Dense, activation
+from pegasus_jax.models.layers import Dense, LayerNorm, activation
 
 TIME_FEATURES = 64  # sinusoidal features of a segment's start time (seconds)
+PROJECTOR_NORM_EPS = 1e-5
 
 
 @functools.lru_cache(maxsize=None)
@@ -80,15 +81,22 @@ def time_features(seconds: jax.Array) -> jax.Array:
 
 
 class Projector(nnx.Module):
-    """Two-layer MLP with GELU mapping an encoder's width into the decoder's (LLaVA's mlp2x_gelu)."""
+    """LayerNorm, then a two-layer MLP with GELU mapping an encoder's width into the decoder's.
+
+    The norm is LLaVA's mlp2x_gelu plus an input LayerNorm (as Qwen2-VL's merger): CLIP's
+    last_hidden_state is an un-normalised residual stream, and a tower trained from scratch grows it
+    (RMS 1 -> 24 in the demo) until the GELU units saturate, the visual tokens go constant and the
+    gradient into the tower vanishes (~1e-6 against ~1e-2 for audio).
+    """
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int, *, dtype, param_dtype, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.norm = LayerNorm(in_dim, PROJECTOR_NORM_EPS, **kw)
         self.fc1 = Dense(in_dim, hidden, ("embed", "mlp"), **kw)
         self.fc2 = Dense(hidden, out_dim, ("mlp", "embed"), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.fc2(activation("gelu")(self.fc1(x)))
+        return self.fc2(activation("gelu")(self.fc1(self.norm(x))))
 
 
 class Alignment(nnx.Module):

@@ -42,7 +42,7 @@ def alignment(config) -> int:
     m = config.model
     width = m.decoder.width
     hidden = m.align.projector_hidden or width
-    projector = lambda d_in: d_in * hidden + hidden + hidden * width + width
+    projector = lambda d_in: 2 * d_in + d_in * hidden + hidden + hidden * width + width  # norm + MLP
     total = projector(m.vision.width) + TIME_FEATURES * width + width
     if m.audio.enabled:
         total += projector(m.audio.width)

@@ -1,0 +1,61 @@
+"""The demo, reduced to CI size: it must learn from the video and the audio, and the ablations must show it.
+
+Same code path as `make demo` (pegasus_jax/demo.py): corpus generation, training, captioning held-out
+attribute combinations, the no-audio ablation, gist and chapters, the JSON report. Fewer clips and
+steps than the full demo, so only the attributes it learns within this budget are asserted.
+"""
+import json
+import os
+
+import pytest
+
+from data_pipelines import synth
+
+pytestmark = pytest.mark.slow
+
+REDUCED = {
+    "data.synth_clips": "600",
+    "train.steps": "320",
+    "train.max_seconds": "300",
+    "train.checkpoint_every": "320",
+    "train.eval_every": "0",
+    "demo.eval_clips": "48",
+}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    from pegasus_jax.demo import run_demo
+
+    workdir = str(tmp_path_factory.mktemp("demo"))
+    run_demo(workdir, overrides=REDUCED)
+    with open(os.path.join(workdir, "demo_report.json")) as f:
+        return json.load(f)
+
+
+def test_report_has_the_fixed_fields(report):
+    assert set(report["accuracy"]) == set(report["chance"]) == {"colour", "shape", "direction", "pitch"}
+    assert report["chance"]["pitch"] == pytest.approx(1 / len(synth.ATTRIBUTES["pitch"]))
+    assert report["seconds"] > 0 and report["heldout_clips"] == 48
+    assert report["loss"]["last"] < report["loss"]["first"] / 4
+
+
+def test_colour_and_pitch_are_learned_on_unseen_combinations(report):
+    acc, chance = report["accuracy"], report["chance"]
+    assert acc["colour"] >= chance["colour"] + 0.4, acc
+    assert acc["pitch"] >= chance["pitch"] + 0.4, acc
+
+
+def test_removing_the_audio_drops_pitch_to_near_chance(report):
+    pitch = report["ablation"]["no_audio"]["pitch"]
+    assert pitch <= report["chance"]["pitch"] + 0.2, report["ablation"]
+    assert report["accuracy"]["pitch"] - pitch >= 0.3
+    # colour is read from the video: it stays far above chance without the audio
+    assert report["ablation"]["no_audio"]["colour"] >= report["chance"]["colour"] + 0.3
+
+
+def test_gist_and_chapters_parse_with_times_inside_the_clip(report):
+    assert isinstance(report["gist"]["title"], str) and isinstance(report["gist"]["topics"], list)
+    duration = synth.PART_SECONDS  # held-out clips are single-part
+    for chapter in report["chapters"]["chapters"]:
+        assert 0 <= chapter["start_sec"] <= chapter["end_sec"] <= duration + 1e-6
