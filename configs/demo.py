@@ -3,8 +3,10 @@
     pegasus-jax demo --workdir runs/demo
 
 Expected: finishes within 15 minutes on 2 CPU cores and writes runs/demo/demo_report.json with
-per-attribute accuracy on held-out attribute combinations (colour, shape, direction, pitch) next to
-chance, and the two ablations (no audio -> pitch falls, no temporal layers -> direction falls).
+per-attribute accuracy on held-out attribute combinations next to chance and the two ablations. Measured
+2026-11-22 (951 steps): colour 100%, pitch 100% (28.5% without audio), shape 48.5%, direction 10%
+(chance 25-33%): colour and pitch are learned, shape partly, motion direction not yet.
+The learning rate matters: at 2e-3 the visual path stalls (colour at chance) while pitch is learned.
 """
 from configs.tiny import get_config as tiny_config
 
