@@ -21,6 +21,7 @@ DEFAULT_GOP_SECONDS = 2.0
 # A container signature at the start means the file was a real video that got cut short.
 _CONTAINER_MAGIC = ((4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (0, b"RIFF"), (0, b"OggS"), (0, b"FLV"), (4, b"moov"),
                     (4, b"mdat"), (4, b"free"), (4, b"wide"))
+Media = bytes | str  # a whole file in memory, or its path
 
 
 class DecodeError(Exception):
@@ -54,15 +55,23 @@ def _looks_like_container(data: bytes) -> bool:
     return any(data[off:off + len(magic)] == magic for off, magic in _CONTAINER_MAGIC)
 
 
-def _open(data: bytes):
+def _open(source: Media):
+    """A container over in-memory bytes, or over a file path that FFmpeg reads as it needs (an hour-long
+    file is never held in memory whole)."""
     import av
 
-    if not data:
+    in_memory = isinstance(source, bytes)
+    if in_memory:
+        head = source[:16]
+    else:
+        with open(source, "rb") as f:
+            head = f.read(16)
+    if not head:
         raise DecodeError("empty", "zero bytes")
     try:
-        return av.open(io.BytesIO(data), mode="r")
+        return av.open(io.BytesIO(source) if in_memory else source, mode="r")
     except (av.error.FFmpegError, ValueError, OSError) as e:
-        kind = "truncated" if _looks_like_container(data) else "undecodable"
+        kind = "truncated" if _looks_like_container(head) else "undecodable"
         raise DecodeError(kind, f"cannot open container: {e}") from None
 
 
@@ -90,7 +99,7 @@ def _info(container) -> VideoInfo:
     )
 
 
-def probe(data: bytes) -> VideoInfo:
+def probe(data: Media) -> VideoInfo:
     """Stream headers only (no decoding)."""
     container = _open(data)
     try:
@@ -194,7 +203,7 @@ def _video_stream(container, max_pixels: int | None):
     return stream
 
 
-def sample_frames(data: bytes, timestamps, size: int, max_pixels: int | None = None) -> tuple[np.ndarray, int]:
+def sample_frames(data: Media, timestamps, size: int, max_pixels: int | None = None) -> tuple[np.ndarray, int]:
     """RGB frames (N, size, size, 3) uint8 covering each time in `timestamps` (any order), and the
     number of frames actually decoded (for sparsity checks)."""
     import av
@@ -255,7 +264,7 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 3) -> bytes:
     return b"".join(bytes(p) for p in codec.encode(frame) + codec.encode(None))
 
 
-def decode_audio(data: bytes, sample_rate: int = 16000, start: float = 0.0, end: float | None = None) -> np.ndarray:
+def decode_audio(data: Media, sample_rate: int = 16000, start: float = 0.0, end: float | None = None) -> np.ndarray:
     """Mono float32 samples at `sample_rate` from [start, end) seconds; empty when there is no audio."""
     import av
 

@@ -1,11 +1,84 @@
-"""Test session setup: 8 simulated CPU devices (sharding tests), fp32 matmuls, repo root importable."""
+"""Test session setup: 8 simulated CPU devices (sharding tests), fp32 matmuls, repo root importable.
+
+Shared by several test files: the `pegasus-jax` subprocess helpers, a small synthetic corpus with its
+tokenizer, and one tiny training run on it (`reference`), made once per session (per xdist worker).
+"""
+import io
 import os
+import subprocess
 import sys
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+REFERENCE_STEPS = 40
+PEAK = 1e9  # a stated per-device peak makes MFU a pure function of FLOPs and step time
+
+
+def cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "pegasus_jax.cli.main", *args], cwd=ROOT, capture_output=True,
+                          text=True, env=env, **kw)
+
+
+def cpu_env(devices=1):
+    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+
+
+def overrides(corpus, **extra):
+    flags = {"data.path": corpus["train"], "data.eval_path": corpus["heldout"], "data.tokenizer": corpus["tokenizer"],
+             "train.log_every": 1, **extra}
+    return [f"--config.{k}={v}" for k, v in flags.items()]
+
+
+def reference_flags(corpus):
+    return overrides(corpus, **{"train.steps": REFERENCE_STEPS, "train.checkpoint_every": 5,
+                                "train.warmup_steps": 5, "train.peak_flops": PEAK})
+
+
+@pytest.fixture(scope="session")
+def audio_only():
+    """An MP4 (bytes) with one second of AAC audio and no video stream."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=16000, layout="mono")
+        samples = (0.2 * np.sin(np.arange(16000) * 0.1)).astype(np.float32)
+        for start in range(0, len(samples), 1024):
+            frame = av.AudioFrame.from_ndarray(samples[None, start:start + 1024], format="flt", layout="mono")
+            frame.sample_rate = 16000
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """A small synthetic corpus (64 train + 16 held-out clips) and its tokenizer."""
+    root = tmp_path_factory.mktemp("corpus")
+    out = cli("data", "synth", "--out", str(root), "--num", "64", "--heldout", "16", "--seed", "0")
+    assert out.returncode == 0, out.stderr
+    tok = cli("tokenizer", "train", "--input", str(root / "train" / "*.array_record"), "--vocab-size", "512",
+              "--out", str(root / "tok"))
+    assert tok.returncode == 0, tok.stderr
+    return {"train": str(root / "train" / "*.array_record"), "heldout": str(root / "heldout" / "*.array_record"),
+            "tokenizer": str(root / "tok.model")}
+
+
+@pytest.fixture(scope="session")
+def reference(corpus, tmp_path_factory):
+    """One uninterrupted tiny training run (REFERENCE_STEPS steps, ~30 s on 2 cores): the training
+    tests compare against it, the task and evaluation tests use it as the trained checkpoint."""
+    workdir = tmp_path_factory.mktemp("reference")
+    run = cli("train", "--config", "configs/tiny.py", "--workdir", str(workdir), *reference_flags(corpus),
+              env=cpu_env())
+    assert run.returncode == 0, run.stderr[-3000:]
+    return workdir

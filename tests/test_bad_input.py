@@ -1,11 +1,9 @@
 """Every kind of bad input is skipped, counted by kind and logged with its id; good ones all arrive;
 the decoder crashing or hanging (in its isolated helper) does not stop the pipeline; the ratio guard."""
-import io
 import logging
 import os
 import time
 
-import av
 import numpy as np
 import pytest
 
@@ -30,19 +28,6 @@ def misbehaving_decoder(ex, params):
     return decode_media(ex, params)
 
 
-def audio_only(seconds=1.0) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=16000, layout="mono")
-        samples = (0.2 * np.sin(np.arange(int(seconds * 16000)) * 0.1)).astype(np.float32)
-        for start in range(0, len(samples), 1024):
-            frame = av.AudioFrame.from_ndarray(samples[None, start:start + 1024], format="flt", layout="mono")
-            frame.sample_rate = 16000
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return buf.getvalue()
-
-
 def clip(frames, size, audio=True):
     rgb = np.full((frames, size, size, 3), 90, np.uint8)
     wave = np.zeros(int(frames / 8 * 16000), np.float32) if audio else None
@@ -50,7 +35,7 @@ def clip(frames, size, audio=True):
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(tmp_path_factory, audio_only):
     root = tmp_path_factory.mktemp("bad")
     synth.generate_corpus(str(root / "synth"), num=GOOD, heldout=0, seed=1, size=32, workers=1)
     good = list(read_all(str(root / "synth" / "train")))
@@ -64,7 +49,7 @@ def corpus(tmp_path_factory):
         "zero-bytes": ("empty", VideoExample(id="zero-bytes", video=b"", **cap)),
         "truncated": ("truncated", VideoExample(id="truncated", video=video[: len(video) // 3], **cap)),
         "undecodable": ("undecodable", VideoExample(id="undecodable", video=bytes(range(256)) * 40, **cap)),
-        "audio-only": ("no_video", VideoExample(id="audio-only", video=audio_only(), **cap)),
+        "audio-only": ("no_video", VideoExample(id="audio-only", video=audio_only, **cap)),
         "8k": ("too_large", VideoExample(id="8k", video=_eight_k(), **cap)),
         "latin-1": ("bad_text", VideoExample(id="latin-1", video=video, captions=[b"caf\xe9 cr\xe8me"])),
         "crash-1": ("crash", VideoExample(id="crash-1", video=video, **cap)),

@@ -11,35 +11,9 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import PEAK, REFERENCE_STEPS, ROOT, cli, cpu_env, overrides, reference_flags
 from pegasus_jax import config as cfg
 from pegasus_jax import sharding
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cli(*args, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "pegasus_jax.cli.main", *args], cwd=ROOT, capture_output=True,
-                          text=True, env=env, **kw)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A small synthetic corpus and its tokenizer, shared by the runs of this module."""
-    root = tmp_path_factory.mktemp("corpus")
-    out = cli("data", "synth", "--out", str(root), "--num", "64", "--heldout", "16", "--seed", "0")
-    assert out.returncode == 0, out.stderr
-    tok = cli("tokenizer", "train", "--input", str(root / "train" / "*.array_record"), "--vocab-size", "512",
-              "--out", str(root / "tok"))
-    assert tok.returncode == 0, tok.stderr
-    return {"train": str(root / "train" / "*.array_record"), "heldout": str(root / "heldout" / "*.array_record"),
-            "tokenizer": str(root / "tok.model")}
-
-
-def overrides(corpus, **extra):
-    flags = {"data.path": corpus["train"], "data.eval_path": corpus["heldout"], "data.tokenizer": corpus["tokenizer"],
-             "train.log_every": 1, **extra}
-    return [f"--config.{k}={v}" for k, v in flags.items()]
-
 
 def losses(workdir):
     """step -> loss, the last record of each step winning (a resumed run re-logs replayed steps)."""
@@ -50,30 +24,6 @@ def losses(workdir):
             if "loss" in rec:
                 out[rec["step"]] = rec["loss"]
     return out
-
-
-def cpu_env(devices=1):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    return env
-
-
-REFERENCE_STEPS = 40
-PEAK = 1e9  # a stated per-device peak makes MFU a pure function of FLOPs and step time
-
-
-def reference_flags(corpus):
-    return overrides(corpus, **{"train.steps": REFERENCE_STEPS, "train.checkpoint_every": 5,
-                                "train.warmup_steps": 5, "train.peak_flops": PEAK})
-
-
-@pytest.fixture(scope="module")
-def reference(corpus, tmp_path_factory):
-    """One uninterrupted run that several tests compare against or build on."""
-    workdir = tmp_path_factory.mktemp("reference")
-    run = cli("train", "--config", "configs/tiny.py", "--workdir", str(workdir), *reference_flags(corpus),
-              env=cpu_env())
-    assert run.returncode == 0, run.stderr[-3000:]
-    return workdir
 
 
 def test_tiny_loss_falls(reference):
@@ -226,5 +176,3 @@ def test_eval_loss_and_gist_from_a_trained_checkpoint(corpus, reference, tmp_pat
                "--temperature", "0", "--max-tokens", "40", env=cpu_env())
     assert gist.returncode == 0, gist.stderr[-3000:]
     assert set(json.loads(gist.stdout)) == {"id", "title", "topics", "hashtags"}
-    missing = cli("gist", "--checkpoint", str(reference), "--video", str(tmp_path / "nope.mp4"), env=cpu_env())
-    assert missing.returncode == 2 and "--video: no such file" in missing.stderr and "Traceback" not in missing.stderr

@@ -1,9 +1,6 @@
 """PyAV decoding: the right frames at the right times, sparse seeking on long videos, audio, errors."""
-import io
 import json
-from fractions import Fraction
 
-import av
 import numpy as np
 import pytest
 
@@ -101,23 +98,12 @@ def test_no_audio_stream_gives_empty_array():
     assert decode_audio(silent).shape == (0,)
 
 
-def _audio_only() -> bytes:
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as c:
-        stream = c.add_stream("aac", rate=16000, layout="mono")
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = 16000, 0, Fraction(1, 16000)
-        c.mux(stream.encode(frame))
-        c.mux(stream.encode(None))
-    return buffer.getvalue()
-
-
-def test_decode_error_kinds(flat_clip):
+def test_decode_error_kinds(flat_clip, audio_only):
     cases = {
         "empty": (b"", {}),
         "truncated": (flat_clip[: len(flat_clip) // 2], {}),
         "undecodable": (np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes(), {}),
-        "no_video": (_audio_only(), {}),
+        "no_video": (audio_only, {}),
         "too_large": (flat_clip, {"max_pixels": 80 * 48 - 1}),
     }
     for kind, (data, kwargs) in cases.items():

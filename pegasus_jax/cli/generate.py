@@ -12,8 +12,6 @@ import sys
 
 from pegasus_jax.errors import UserError
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
-
 
 def _common(p) -> None:
     p.add_argument("--checkpoint", required=True, help="training workdir or one step's checkpoint folder")
@@ -43,15 +41,19 @@ def register(subparsers) -> None:
 
 
 def video_list(spec: str) -> list[str]:
+    from pegasus_jax.evaluate.data_files import VIDEO_EXTENSIONS, read_jsonl, require
+
     if os.path.isdir(spec):
-        return sorted(os.path.join(spec, f) for f in os.listdir(spec) if f.lower().endswith(VIDEO_EXTENSIONS))
-    if spec.endswith(".jsonl"):
-        if not os.path.isfile(spec):
-            raise UserError(f"--video: no such file {spec}")
+        videos = sorted(os.path.join(spec, f) for f in os.listdir(spec) if f.lower().endswith(VIDEO_EXTENSIONS))
+    elif spec.endswith(".jsonl"):
         base = os.path.dirname(spec)
-        with open(spec) as f:
-            return [os.path.join(base, json.loads(line)["video"]) for line in f if line.strip()]
-    return [spec]
+        videos = [os.path.join(base, require(row, "video", f"{spec}:{number}"))
+                  for number, row in enumerate(read_jsonl(spec), 1)]
+    else:
+        return [spec]
+    if not videos:
+        raise UserError(f"--video: no videos in {spec}")
+    return videos
 
 
 def run(args) -> int:
@@ -64,8 +66,12 @@ def run(args) -> int:
             schema = json.load(open(args.response_schema))
         except json.JSONDecodeError as e:
             raise UserError(f"--response-schema: {args.response_schema} is not JSON ({e.msg})") from None
+    single = len(videos) == 1 and videos[0] == args.video
     from pegasus_jax.infer.api import Pegasus
+    from pegasus_jax.infer.video_input import check_video
 
+    if single:
+        check_video(args.video)  # a bad video fails before the seconds spent loading the model
     model = Pegasus.load(args.checkpoint)
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
     if args.max_tokens:
@@ -82,7 +88,7 @@ def run(args) -> int:
         return {"id": os.path.splitext(os.path.basename(path))[0],
                 "data": json.loads(text) if schema is not None else text}
 
-    if len(videos) == 1 and videos[0] == args.video and not os.path.isdir(args.video):
+    if single:
         if args.task == "generate" and args.stream:
             print(json.dumps({"event_type": "stream_start"}), flush=True)
             for piece in model.stream(videos[0], args.prompt, **sampling):

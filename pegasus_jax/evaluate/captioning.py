@@ -2,11 +2,12 @@
 (optionally METEOR) against all its references."""
 from __future__ import annotations
 
+from pegasus_jax import prompts
 from pegasus_jax.evaluate.caption_data import CaptionItem
 from pegasus_jax.evaluate.caption_metrics import caption_scores
 from pegasus_jax.evaluate.predictions import Prompt
 
-DEFAULT_CAPTION_PROMPT = "Describe the video in one sentence."
+DEFAULT_CAPTION_PROMPT = prompts.DESCRIBE  # the prompt captions are trained with
 
 
 def run_caption(items: list[CaptionItem], predict, prompt: str = DEFAULT_CAPTION_PROMPT,

@@ -25,7 +25,7 @@ from pegasus_jax.infer import schemas
 from pegasus_jax.infer.generate import Generator
 from pegasus_jax.infer.json_constraint import SchemaConstraint
 from pegasus_jax.infer.sampling import SamplingParams
-from pegasus_jax.infer.video_input import SegmentEncoder, VideoPrefix
+from pegasus_jax.infer.video_input import SegmentEncoder, VideoPrefix, check_video
 
 SUMMARY_TYPES = ("summary", "chapter", "highlight")
 
@@ -118,7 +118,7 @@ class Pegasus:
         vid = _video_id(video_path)
         if type == "summary":
             return {"id": vid, "summary": self.generate(video_path, prompts.SUMMARY, **sampling).strip()}
-        duration = self.encode_video(video_path).duration
+        duration = check_video(video_path).duration  # headers only; generate() encodes the video
         schema = schemas.chapters(duration) if type == "chapter" else schemas.highlights(duration)
         task = prompts.CHAPTER if type == "chapter" else prompts.HIGHLIGHT
         items = json.loads(self.generate(video_path, task, schema=schema, **{"max_new_tokens": 256, **sampling}))

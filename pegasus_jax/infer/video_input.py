@@ -32,23 +32,21 @@ class VideoPrefix:
     segment_starts: list[float]
 
 
-def read_video(path: str) -> tuple[bytes, video_io.VideoInfo]:
-    """File bytes and stream info; every way a file can fail to be a usable video is a UserError."""
-    if not os.path.isfile(path):
-        raise UserError(f"--video: no such file {path}")
-    return video_info(open(path, "rb").read(), path)
-
-
-def video_info(data: bytes, path: str = "<bytes>") -> tuple[bytes, video_io.VideoInfo]:
+def check_video(video: video_io.Media) -> video_io.VideoInfo:
+    """Stream info of a video file (path) or in-memory video; every way it can fail to be a usable
+    video is a one-line UserError naming it."""
+    name = video if isinstance(video, str) else "<bytes>"
+    if isinstance(video, str) and not os.path.isfile(video):
+        raise UserError(f"--video: no such file {video}")
     try:
-        info = video_io.probe(data)
+        info = video_io.probe(video)
     except video_io.DecodeError as e:
-        raise UserError(f"--video: {path} is not a readable video ({e.kind})") from None
+        raise UserError(f"--video: {name} is not a readable video ({e.kind})") from None
     if not info.has_video:
-        raise UserError(f"--video: {path} has no video stream")
+        raise UserError(f"--video: {name} has no video stream")
     if not info.duration or info.duration <= 0:
-        raise UserError(f"--video: {path} has zero duration")
-    return data, info
+        raise UserError(f"--video: {name} has zero duration")
+    return info
 
 
 def plan_segments(config, duration: float) -> tuple[list[float], tuple[int, int, int]]:
@@ -65,7 +63,7 @@ def plan_segments(config, duration: float) -> tuple[list[float], tuple[int, int,
     return starts, pool_shape(config, count)
 
 
-def segment_batch(config, data: bytes, start: float, has_audio: bool) -> dict:
+def segment_batch(config, data: video_io.Media, start: float, has_audio: bool) -> dict:
     """A one-example, one-segment batch (frames + audio of [start, start + segment_seconds))."""
     spec = example_spec(config)
     seg = config.model.align.segment_seconds
@@ -101,16 +99,24 @@ class SegmentEncoder:
         return nnx.merge(self.graphdef, state).prefix(batch, pool)
 
     def encode_file(self, path: str) -> VideoPrefix:
-        return self.encode_bytes(*read_video(path))
+        """A video file, read from disk as each segment needs it (never whole)."""
+        return self._encode_media(path)
 
-    def encode_bytes(self, data: bytes, info: video_io.VideoInfo | None = None) -> VideoPrefix:
-        if info is None:
-            data, info = video_info(data)
+    def encode_bytes(self, data: bytes) -> VideoPrefix:
+        return self._encode_media(data)
+
+    def _encode_media(self, data: video_io.Media) -> VideoPrefix:
+        info = check_video(data)
         starts, pool = plan_segments(self.config, info.duration)
         parts, masks = [], []
         has_audio = info.has_audio and self.use_audio
         for start in starts:
-            emb, mask = self._encode(self.state, segment_batch(self.config, data, start, has_audio), pool)
+            try:
+                batch = segment_batch(self.config, data, start, has_audio)
+            except video_io.DecodeError as e:  # the header was fine but the stream is not, e.g. cut short
+                name = data if isinstance(data, str) else "<bytes>"
+                raise UserError(f"--video: {name} fails to decode at {start:.1f}s ({e})") from None
+            emb, mask = self._encode(self.state, batch, pool)
             parts.append(emb)
             masks.append(mask)
         return VideoPrefix(jnp.concatenate(parts, axis=1), jnp.concatenate(masks, axis=1), info.duration, starts)

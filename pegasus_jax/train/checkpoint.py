@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 from typing import Any
 
@@ -20,6 +21,17 @@ from etils import epath
 from pegasus_jax.errors import UserError
 
 STATE, DATA, RNG, METADATA = "state", "data", "rng", "metadata"
+
+
+class _DropReadOnlyNotice(logging.Filter):
+    """Orbax warns "Given directory is read only" whenever a manager is made for reading, which is
+    what was asked for; on the CLI it would bury a one-line error under three warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Given directory is read only")
+
+
+logging.getLogger("absl").addFilter(_DropReadOnlyNotice())
 
 
 def manager(workdir: str, train_cfg, *, read_only: bool = False) -> ocp.CheckpointManager:
