@@ -68,6 +68,20 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(api):
     assert sample(temperature=0.7, top_p=1e-6, seed=5) == sample()
 
 
+def test_new_seed_length_or_stop_within_a_bucket_does_not_recompile(api):
+    m, video = api
+    prefix = m.encode_video(video)
+    pre = (prefix.embeddings, prefix.mask)
+    prompts = [m._prompt("Describe the video.")]
+    run = lambda **kw: m.generator.generate_ids(prompts, pre, SamplingParams(temperature=1.0, **kw))
+    run(max_new_tokens=16, seed=0)
+    compiled = type(m.generator)._decode_chunk._cache_size()
+    run(max_new_tokens=16, seed=1)
+    run(max_new_tokens=12, seed=2)  # same CHUNK multiple, so the same cache length
+    run(max_new_tokens=16, seed=3, stop=("zz",))
+    assert type(m.generator)._decode_chunk._cache_size() == compiled
+
+
 @pytest.mark.parametrize("task", ["gist", "chapter", "highlight", "user"])
 def test_schema_constrained_output_always_validates(api, task):
     m, video = api

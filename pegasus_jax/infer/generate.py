@@ -107,6 +107,9 @@ class Generator:
         done = jnp.zeros((b,), bool)
         out: list[list[int]] = [[] for _ in range(b)]
         key = jax.random.key(params.seed)
+        # The compiled chunk sees only the sampling rule: seed, length and stop strings stay on the host,
+        # so a new seed or max_new_tokens within the bucket reuses the compiled loop instead of recompiling.
+        rule = SamplingParams(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p)
         finished = np.zeros(b, bool)
         produced = 0
         while produced < params.max_new_tokens and not finished.all():
@@ -125,7 +128,7 @@ class Generator:
                 steps = CHUNK
                 key_data = jax.random.key_data(jax.random.fold_in(key, produced))
                 cache, logits, position, done, tokens, was_done = self._decode_chunk(
-                    self.state, cache, logits, position, jnp.asarray(finished), params, steps, key_data)
+                    self.state, cache, logits, position, jnp.asarray(finished), rule, steps, key_data)
                 tokens, was_done = np.asarray(tokens), np.asarray(was_done)
                 new = [[int(t) for t, d in zip(tokens[i], was_done[i]) if not d] for i in range(b)]
             produced += steps
