@@ -37,9 +37,15 @@ def stack_layers(per_layer: list[dict]) -> dict:
     return traverse_util.unflatten_dict({k: np.stack([f[k] for f in flat]) for k in flat[0]}, sep="/")
 
 
-def unstack_layers(stacked: dict, depth: int) -> list[dict]:
-    flat = traverse_util.flatten_dict(stacked, sep="/")
-    return [traverse_util.unflatten_dict({k: v[i] for k, v in flat.items()}, sep="/") for i in range(depth)]
+def layer_items(stacked: dict, depth: int, prefix: str, names: dict[tuple, str]):
+    """(torch name, array) for every layer of a stack, `{prefix}{i}.{names[module path]}.weight|bias`,
+    kernels transposed. Tensor-major: each stacked tensor (possibly lazy, e.g. a TensorStore) is read
+    once and released before the next, so a streaming export holds one checkpoint tensor at a time."""
+    for path, value in traverse_util.flatten_dict(stacked).items():
+        whole = np.asarray(value)
+        theirs = names[path[:-1]] + (".bias" if path[-1] == "bias" else ".weight")
+        for i in range(depth):
+            yield f"{prefix}{i}.{theirs}", np.ascontiguousarray(whole[i].T if path[-1] == "kernel" else whole[i])
 
 
 def pretrained_params(module: nnx.Module) -> nnx.State:

@@ -11,7 +11,7 @@ import numpy as np
 from flax import nnx
 
 from pegasus_jax.errors import UserError
-from pegasus_jax.interop.common import params_of, stack_layers, take, unstack_layers
+from pegasus_jax.interop.common import layer_items, params_of, stack_layers, take
 
 PREFIXES = ("", "encoder.", "model.encoder.")
 _LINEAR = {("attn", "q"): "self_attn.q_proj", ("attn", "k"): "self_attn.k_proj", ("attn", "v"): "self_attn.v_proj",
@@ -65,21 +65,35 @@ def audio_to_hf(module: nnx.Module | dict, acfg, prefix: str = "") -> dict[str, 
 
     `prefix` "encoder." gives a WhisperModel's names, "model.encoder." a WhisperForConditionalGeneration's.
     """
-    params = params_of(module) if isinstance(module, nnx.Module) else module
+    return dict(audio_hf_items(params_of(module) if isinstance(module, nnx.Module) else module, acfg, prefix))
+
+
+def audio_hf_items(params: dict, acfg, prefix: str = ""):
+    """(HF name, array) pairs of `audio_to_hf`, one at a time (leaves may be lazy, as llama_hf_items)."""
     a = lambda x: np.ascontiguousarray(np.asarray(x))
-    out = {prefix + "embed_positions.weight": a(params["embed_positions"]),
-           prefix + "layer_norm.weight": a(params["layer_norm"]["scale"]),
-           prefix + "layer_norm.bias": a(params["layer_norm"]["bias"])}
+    yield prefix + "embed_positions.weight", a(params["embed_positions"])
+    yield prefix + "layer_norm.weight", a(params["layer_norm"]["scale"])
+    yield prefix + "layer_norm.bias", a(params["layer_norm"]["bias"])
     for name in ("conv1", "conv2"):
-        out[f"{prefix}{name}.weight"] = a(np.asarray(params[name]["kernel"]).transpose(2, 1, 0))
-        out[f"{prefix}{name}.bias"] = a(params[name]["bias"])
-    for i, layer in enumerate(unstack_layers(params["layers"]["layers"], acfg.depth)):
-        p = f"{prefix}layers.{i}."
-        for (group, ours), theirs in _LINEAR.items():
-            out[p + theirs + ".weight"] = a(np.asarray(layer[group][ours]["kernel"]).T)
-            if ours != "k":
-                out[p + theirs + ".bias"] = a(layer[group][ours]["bias"])
-        for ours, theirs in _NORMS.items():
-            out[p + theirs + ".weight"] = a(layer[ours]["scale"])
-            out[p + theirs + ".bias"] = a(layer[ours]["bias"])
-    return out
+        yield f"{prefix}{name}.weight", a(np.asarray(params[name]["kernel"]).transpose(2, 1, 0))
+        yield f"{prefix}{name}.bias", a(params[name]["bias"])
+    names = _LINEAR | {(ours,): theirs for ours, theirs in _NORMS.items()}
+    yield from layer_items(params["layers"]["layers"], acfg.depth, prefix + "layers.", names)
+
+
+def audio_config_to_hf(acfg) -> dict:
+    """WhisperConfig fields of our audio encoder (a one-layer decoder: only the encoder is used)."""
+    return {"model_type": "whisper", "num_mel_bins": acfg.num_mel_bins, "d_model": acfg.width,
+            "encoder_layers": acfg.depth, "encoder_attention_heads": acfg.num_heads, "encoder_ffn_dim": acfg.mlp_dim,
+            "max_source_positions": acfg.max_source_positions, "activation_function": "gelu",
+            "decoder_layers": 1, "decoder_attention_heads": acfg.num_heads, "decoder_ffn_dim": acfg.mlp_dim}
+
+
+def audio_config_from_hf(hf: dict) -> dict[str, object]:
+    """A Whisper config.json -> overrides of config.model.audio."""
+    if hf.get("model_type") != "whisper":
+        raise UserError(f"--audio: config.json describes {hf.get('model_type') or hf.get('architectures')}, "
+                        "not a Whisper model")
+    return {"enabled": True, "num_mel_bins": hf["num_mel_bins"], "width": hf["d_model"],
+            "depth": hf["encoder_layers"], "num_heads": hf["encoder_attention_heads"],
+            "mlp_dim": hf["encoder_ffn_dim"], "max_source_positions": hf["max_source_positions"]}

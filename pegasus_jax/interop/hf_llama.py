@@ -12,7 +12,7 @@ from flax import nnx
 
 from pegasus_jax.config import head_dim
 from pegasus_jax.errors import UserError
-from pegasus_jax.interop.common import params_of, stack_layers, to_numpy, unstack_layers
+from pegasus_jax.interop.common import layer_items, params_of, stack_layers, to_numpy
 
 PREFIXES = ("", "language_model.")
 _PROJECTIONS = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
@@ -66,18 +66,18 @@ def llama_to_hf(module: nnx.Module | dict, dcfg) -> dict[str, np.ndarray]:
 
     LoRA adapters are not exported: merge them first (`merge_lora`). A tied model has no lm_head.weight.
     """
-    params = params_of(module) if isinstance(module, nnx.Module) else module
-    out = {"model.embed_tokens.weight": np.array(params["embed_tokens"]),
-           "model.norm.weight": np.array(params["norm"]["scale"])}
-    for i, layer in enumerate(unstack_layers(params["layers"]["layers"], dcfg.depth)):
-        p = f"model.layers.{i}."
-        for ours, theirs in _PROJECTIONS.items():
-            out[p + theirs + ".weight"] = np.ascontiguousarray(np.asarray(layer[ours]["kernel"]).T)
-        for ours, theirs in _NORMS.items():
-            out[p + theirs + ".weight"] = np.array(layer[ours]["scale"])
+    return dict(llama_hf_items(params_of(module) if isinstance(module, nnx.Module) else module, dcfg))
+
+
+def llama_hf_items(params: dict, dcfg, prefix: str = ""):
+    """(HF name, array) pairs of `llama_to_hf`, one at a time: leaves may be lazy (a TensorStore or any
+    array-like indexable by layer), so a streaming export holds one tensor at a time."""
+    yield prefix + "model.embed_tokens.weight", np.array(params["embed_tokens"])
+    yield prefix + "model.norm.weight", np.array(params["norm"]["scale"])
+    names = {(ours,): theirs for ours, theirs in (_PROJECTIONS | _NORMS).items()}
+    yield from layer_items(params["layers"]["layers"], dcfg.depth, prefix + "model.layers.", names)
     if not dcfg.tie_embeddings:
-        out["lm_head.weight"] = np.ascontiguousarray(np.asarray(params["lm_head"]["kernel"]).T)
-    return out
+        yield prefix + "lm_head.weight", np.ascontiguousarray(np.asarray(params["lm_head"]["kernel"]).T)
 
 
 def llama_config_to_hf(dcfg, bos_id: int = 2, eos_id: int = 3) -> dict:

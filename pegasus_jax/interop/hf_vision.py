@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 from flax import nnx
 
-from pegasus_jax.interop.common import params_of, stack_layers, take, unstack_layers
+from pegasus_jax.errors import UserError
+from pegasus_jax.interop.common import layer_items, params_of, stack_layers, take
 
 PREFIXES = ("vision_model.", "", "model.vision_model.", "vision_tower.vision_model.")
 _LINEAR = {("attn", "q"): "self_attn.q_proj", ("attn", "k"): "self_attn.k_proj", ("attn", "v"): "self_attn.v_proj",
@@ -25,21 +26,33 @@ def _patch_to_hf(k: np.ndarray, patch: int) -> np.ndarray:
     return np.ascontiguousarray(k.reshape(patch, patch, 3, -1).transpose(3, 2, 0, 1))
 
 
-def vision_from_hf(state_dict: dict, vcfg) -> dict:
-    get = lambda name: take(state_dict, name, PREFIXES)
+def encoder_layers_from_hf(get, depth: int, prefix: str) -> dict:
+    """Stacked parameters of `depth` CLIP-layout encoder layers named `{prefix}{i}.self_attn.q_proj...`
+    (also the layout of the exported temporal layers)."""
     layers = []
-    for i in range(vcfg.depth):
-        p = f"encoder.layers.{i}."
+    for i in range(depth):
+        p = f"{prefix}{i}."
         layer = {"attn": {}, "mlp": {}}
         for (group, ours), theirs in _LINEAR.items():
             layer[group][ours] = {"kernel": get(p + theirs + ".weight").T, "bias": get(p + theirs + ".bias")}
         for ours, theirs in _NORMS.items():
             layer[ours] = {"scale": get(p + theirs + ".weight"), "bias": get(p + theirs + ".bias")}
         layers.append(layer)
+    return {"layers": stack_layers(layers)}
+
+
+def encoder_layer_items(stacked: dict, depth: int, prefix: str):
+    """The inverse of `encoder_layers_from_hf`, one (name, array) at a time."""
+    names = _LINEAR | {(ours,): theirs for ours, theirs in _NORMS.items()}
+    yield from layer_items(stacked["layers"], depth, prefix, names)
+
+
+def vision_from_hf(state_dict: dict, vcfg) -> dict:
+    get = lambda name: take(state_dict, name, PREFIXES)
     out = {
         "patch_embed": {"kernel": _patch_to_ours(get("embeddings.patch_embedding.weight"))},
         "position_embedding": get("embeddings.position_embedding.weight"),
-        "layers": {"layers": stack_layers(layers)},
+        "layers": encoder_layers_from_hf(get, vcfg.depth, "encoder.layers."),
         "post_norm": {"scale": get("post_layernorm.weight"), "bias": get("post_layernorm.bias")},
     }
     if vcfg.kind == "clip":
@@ -54,28 +67,48 @@ def vision_to_hf(params: dict | nnx.Module, vcfg, prefix: str = "") -> dict[str,
     """A FrameEncoder (or its nested parameter dict) -> the state dict of `CLIPVisionModel` /
     `SiglipVisionModel` (transformers 5 names them without the `vision_model.` prefix; pass `prefix`
     for a composite model)."""
-    if isinstance(params, nnx.Module):
-        params = params_of(params)
+    return dict(vision_hf_items(params_of(params) if isinstance(params, nnx.Module) else params, vcfg, prefix))
+
+
+def vision_hf_items(params: dict, vcfg, prefix: str = ""):
+    """(HF name, array) pairs of `vision_to_hf`, one at a time (leaves may be lazy)."""
     a = lambda x: np.ascontiguousarray(np.asarray(x))
-    out = {
-        prefix + "embeddings.patch_embedding.weight": _patch_to_hf(np.asarray(params["patch_embed"]["kernel"]),
-                                                                   vcfg.patch_size),
-        prefix + "embeddings.position_embedding.weight": a(params["position_embedding"]),
-        prefix + "post_layernorm.weight": a(params["post_norm"]["scale"]),
-        prefix + "post_layernorm.bias": a(params["post_norm"]["bias"]),
-    }
+    yield prefix + "embeddings.patch_embedding.weight", _patch_to_hf(np.asarray(params["patch_embed"]["kernel"]),
+                                                                     vcfg.patch_size)
+    yield prefix + "embeddings.position_embedding.weight", a(params["position_embedding"])
+    yield prefix + "post_layernorm.weight", a(params["post_norm"]["scale"])
+    yield prefix + "post_layernorm.bias", a(params["post_norm"]["bias"])
     if vcfg.kind == "clip":
-        out[prefix + "embeddings.class_embedding"] = a(params["class_embedding"])
-        out[prefix + "pre_layrnorm.weight"] = a(params["pre_norm"]["scale"])
-        out[prefix + "pre_layrnorm.bias"] = a(params["pre_norm"]["bias"])
+        yield prefix + "embeddings.class_embedding", a(params["class_embedding"])
+        yield prefix + "pre_layrnorm.weight", a(params["pre_norm"]["scale"])
+        yield prefix + "pre_layrnorm.bias", a(params["pre_norm"]["bias"])
     else:
-        out[prefix + "embeddings.patch_embedding.bias"] = a(params["patch_embed"]["bias"])
-    for i, layer in enumerate(unstack_layers(params["layers"]["layers"], vcfg.depth)):
-        p = f"{prefix}encoder.layers.{i}."
-        for (group, ours), theirs in _LINEAR.items():
-            out[p + theirs + ".weight"] = a(np.asarray(layer[group][ours]["kernel"]).T)
-            out[p + theirs + ".bias"] = a(layer[group][ours]["bias"])
-        for ours, theirs in _NORMS.items():
-            out[p + theirs + ".weight"] = a(layer[ours]["scale"])
-            out[p + theirs + ".bias"] = a(layer[ours]["bias"])
-    return out
+        yield prefix + "embeddings.patch_embedding.bias", a(params["patch_embed"]["bias"])
+    yield from encoder_layer_items(params["layers"], vcfg.depth, prefix + "encoder.layers.")
+
+
+_TOWERS = {"clip": "clip_vision_model", "siglip": "siglip_vision_model"}
+
+
+def vision_config_to_hf(vcfg) -> dict:
+    """CLIPVisionConfig / SiglipVisionConfig fields of our frame encoder (SigLIP without its head)."""
+    hf = {"model_type": _TOWERS[vcfg.kind], "hidden_size": vcfg.width, "intermediate_size": vcfg.mlp_dim,
+          "num_hidden_layers": vcfg.depth, "num_attention_heads": vcfg.num_heads, "num_channels": 3,
+          "image_size": vcfg.image_size, "patch_size": vcfg.patch_size, "layer_norm_eps": vcfg.layer_norm_eps,
+          "hidden_act": "quick_gelu" if vcfg.kind == "clip" else "gelu_pytorch_tanh"}
+    if vcfg.kind == "siglip":
+        hf["vision_use_head"] = False
+    return hf
+
+
+def vision_config_from_hf(hf: dict, folder: str = "--vision") -> dict[str, object]:
+    """A CLIP / SigLIP (vision) config.json -> overrides of config.model.vision."""
+    kind = {"clip_vision_model": "clip", "clip": "clip", "siglip_vision_model": "siglip", "siglip": "siglip"}.get(
+        hf.get("model_type"))
+    if kind is None:
+        raise UserError(f"{folder}: config.json describes {hf.get('model_type') or hf.get('architectures')}, "
+                        "not a CLIP or SigLIP vision tower")
+    v = hf.get("vision_config", hf) if hf.get("model_type") in ("clip", "siglip") else hf
+    return {"kind": kind, "width": v["hidden_size"], "mlp_dim": v["intermediate_size"],
+            "depth": v["num_hidden_layers"], "num_heads": v["num_attention_heads"], "image_size": v["image_size"],
+            "patch_size": v["patch_size"], "layer_norm_eps": float(v.get("layer_norm_eps", 1e-5))}
