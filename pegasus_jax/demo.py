@@ -7,10 +7,13 @@
 4. the same with the audio removed (pitch should fall to chance) and with the temporal layers
    removed (motion direction should fall);
 5. run `gist` and `summarize --type chapter` on a held-out video;
-6. write DIR/demo_report.json ("accuracy", "chance", "ablation", "seconds", ...) and print a summary.
+6. export the checkpoint to PyTorch folders and run the whole model there, in a process that cannot
+   import JAX: its logits and greedy caption of the held-out video against ours;
+7. write DIR/demo_report.json ("accuracy", "chance", "ablation", "seconds", ...) and print a summary.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -21,6 +24,7 @@ from pegasus_jax import prompts
 
 ATTRIBUTES = ("colour", "shape", "direction", "pitch")
 BATCH = 16
+CAPTION_TOKENS = 24
 
 
 def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = True) -> tuple[dict, list[str]]:
@@ -44,7 +48,7 @@ def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = 
     for i in range(0, len(clips), BATCH):
         chunk = clips[i:i + BATCH]
         prefix = _stack_prefixes([encoder.encode_bytes(c.video) for c in chunk])
-        ids = api.generator.generate_ids([prompt] * len(chunk), prefix, SamplingParams(max_new_tokens=24))
+        ids = api.generator.generate_ids([prompt] * len(chunk), prefix, SamplingParams(max_new_tokens=CAPTION_TOKENS))
         for clip, out in zip(chunk, ids):
             text = api.tokenizer.decode(out)
             captions.append(text)
@@ -53,6 +57,46 @@ def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = 
             for k in ATTRIBUTES:
                 correct[k] += int(found.get(k) == truth[k])
     return {k: correct[k] / max(len(clips), 1) for k in ATTRIBUTES}, captions
+
+
+def check_export(api, workdir: str, clip) -> dict:
+    """Export the trained checkpoint (OUT/llm, OUT/full) and run OUT/full in PyTorch without JAX on `clip`:
+    the largest logit difference from our model, and whether its greedy caption is ours token for token."""
+    import subprocess
+    import sys
+
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from pegasus_jax.infer.api import _stack_prefixes
+    from pegasus_jax.infer.sampling import SamplingParams
+    from pegasus_jax.infer.video_input import whole_video_batch
+    from pegasus_jax.interop.export import export
+
+    t0 = time.perf_counter()
+    out = os.path.join(workdir, "export")
+    folders = export(workdir, out)
+    summary = {"llm": folders["llm"], "full": folders["full"]}
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        return {**summary, "checked": False, "why": f"{' and '.join(missing)} not installed (pip install -e '.[dev]')"}
+    prompt = api._prompt(prompts.DESCRIBE)
+    batch = whole_video_batch(api.config, clip.video, prompt)
+    ours = np.asarray(nnx.jit(lambda m, b: m(b))(api.model, {k: jnp.asarray(v) for k, v in batch.items()}))
+    prefix = _stack_prefixes([api.encoder.encode_bytes(clip.video)])
+    our_ids = api.generator.generate_ids([prompt], prefix, SamplingParams(max_new_tokens=CAPTION_TOKENS))[0]
+    inputs, outputs = os.path.join(out, "check_inputs.npz"), os.path.join(out, "check_outputs.npz")
+    np.savez(inputs, **batch, greedy_steps=np.asarray(CAPTION_TOKENS))
+    run = subprocess.run([sys.executable, "-m", "pegasus_jax.interop.torch_check", folders["full"], inputs, outputs],
+                         capture_output=True, text=True)
+    if run.returncode:
+        raise RuntimeError(f"the PyTorch check of {folders['full']} failed:\n{run.stderr[-3000:]}")
+    with np.load(outputs) as f:
+        theirs, torch_ids = f["logits"], f["greedy_ids"].tolist()
+    return {**summary, "checked": True, "loaded_as": run.stdout.strip(),
+            "max_abs_logit_diff": float(np.abs(theirs - ours).max()),
+            "caption": api.tokenizer.decode(our_ids), "torch_caption": api.tokenizer.decode(torch_ids),
+            "same_caption": torch_ids == list(our_ids), "seconds": time.perf_counter() - t0}
 
 
 def run_demo(workdir: str, config_path: str | None = None, overrides: dict | None = None) -> dict:
@@ -85,6 +129,8 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
         f.write(heldout[0].video)
     gist = api.gist(sample, temperature=0.0)
     chapters = api.summarize(sample, "chapter", temperature=0.0)
+    print("[demo] exporting to PyTorch and checking the export without JAX", flush=True)
+    exported = check_export(api, workdir, heldout[0])
     seconds = time.perf_counter() - t0
     report = {
         "accuracy": accuracy,
@@ -101,7 +147,9 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
         "examples": [{"truth": c.metadata["attributes"], "caption": t} for c, t in zip(heldout[:5], captions[:5])],
         "gist": gist,
         "chapters": chapters,
+        "export": exported,
         "artifacts": {"workdir": workdir, "checkpoints": os.path.join(workdir, "checkpoints"),
+                      "pytorch": exported["full"],
                       "metrics": os.path.join(workdir, "metrics.jsonl"), "video": sample},
     }
     with open(os.path.join(workdir, "demo_report.json"), "w") as f:
@@ -119,5 +167,14 @@ def format_report(report: dict) -> str:
     rows += ["", f"loss {loss['first']:.3f} -> {loss['last']:.3f} in {report['steps']} steps "
                  f"(held-out loss {loss['eval_last']}); {report['seconds']:.0f} s in all",
              f"gist: {json.dumps(report['gist'])}", f"chapters: {json.dumps(report['chapters'])}",
+             export_line(report["export"]),
              f"report: {os.path.join(report['artifacts']['workdir'], 'demo_report.json')}"]
     return "\n".join(rows)
+
+
+def export_line(exported: dict) -> str:
+    if not exported["checked"]:
+        return f"PyTorch export {exported['full']}: not checked, {exported['why']}"
+    return (f"PyTorch export {exported['full']} ({exported['loaded_as']}, no JAX): largest logit difference "
+            f"{exported['max_abs_logit_diff']:.1e}, greedy caption "
+            f"{'identical' if exported['same_caption'] else 'DIFFERENT'}: {exported['torch_caption']!r}")

@@ -59,3 +59,12 @@ def test_gist_and_chapters_parse_with_times_inside_the_clip(report):
     duration = synth.PART_SECONDS  # held-out clips are single-part
     for chapter in report["chapters"]["chapters"]:
         assert 0 <= chapter["start_sec"] <= chapter["end_sec"] <= duration + 1e-6
+
+
+def test_the_pytorch_export_gives_our_logits_and_caption_without_jax(report):
+    exported = report["export"]
+    assert exported["checked"], exported
+    assert exported["loaded_as"] == "PegasusModel torch.float32"
+    assert exported["max_abs_logit_diff"] <= 1e-3, exported
+    assert exported["same_caption"] and exported["torch_caption"] == exported["caption"], exported
+    assert os.path.exists(os.path.join(exported["llm"], "model.safetensors.index.json"))

@@ -83,6 +83,23 @@ def segment_batch(config, data: video_io.Media, start: float, has_audio: bool) -
     return batch
 
 
+def whole_video_batch(config, data: video_io.Media, prompt_ids: list[int]) -> dict:
+    """One example with every planned segment of the video and `prompt_ids` as its text: the input of a
+    single full forward pass (what an exported model is checked on). Only for videos whose segments fit
+    the configured pooling target, where this pass and segment-wise encoding agree."""
+    info = check_video(data)
+    starts, pool = plan_segments(config, info.duration)
+    a = config.model.align
+    if pool != (a.pool_t, a.pool_h, a.pool_w):
+        raise UserError(f"--video: {info.duration:.0f} s needs pooling {pool} to fit the token budget; a whole-video "
+                        f"forward pools to the configured ({a.pool_t}, {a.pool_h}, {a.pool_w})")
+    segments = [segment_batch(config, data, start, info.has_audio) for start in starts]
+    batch = {k: np.concatenate([s[k] for s in segments], axis=1) for k in segments[0]}
+    batch["tokens"] = np.asarray([prompt_ids], np.int32)
+    batch["text_mask"] = np.ones_like(batch["tokens"], bool)
+    return batch
+
+
 class SegmentEncoder:
     """Jitted one-segment prefix encoder (compiled once per pooling target).
 
