@@ -9,6 +9,7 @@ import ast
 import importlib.util
 import math
 import os
+import re
 import sys
 
 import ml_collections
@@ -135,6 +136,7 @@ def base_config() -> ml_collections.ConfigDict:
     t.b1 = 0.9
     t.b2 = 0.95
     t.grad_clip = 1.0
+    t.lr_mults = ()  # ((regex on parameter paths like 'video_encoder/temporal/...', multiplier), ...); first match
     t.nan_policy = "skip"  # skip | stop
     t.checkpoint_every = 200
     t.keep_checkpoints = 3
@@ -230,7 +232,19 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(sum(getattr(config.mesh, ax) == -1 for ax in ("data", "fsdp", "tensor")) <= 1, "config.mesh",
              "at most one axis may be -1")
     _require(0.0 < config.data.max_bad_ratio <= 1.0, "config.data.max_bad_ratio", "must be in (0, 1]")
+    _check_lr_mults(config.train.lr_mults)
     return config
+
+
+def _check_lr_mults(lr_mults) -> None:
+    for entry in lr_mults:
+        ok = isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)
+        ok = ok and isinstance(entry[1], (int, float)) and entry[1] > 0
+        _require(ok, "config.train.lr_mults", f"entries are (regex, multiplier > 0), got {entry!r}")
+        try:
+            re.compile(entry[0])
+        except re.error as e:
+            raise ConfigError(f"config.train.lr_mults: {entry[0]!r} is not a regular expression ({e})") from None
 
 
 def head_dim(decoder_cfg) -> int:
@@ -291,11 +305,12 @@ def load_config(path: str, overrides: dict[str, str] | None = None) -> ml_collec
     """Load `get_config()` from a Python file, apply overrides, validate."""
     if not os.path.isfile(path):
         raise ConfigError(f"--config: no such file {path!r}")
-    # Config files may build on each other (`from configs.tiny import get_config`): the folder holding
-    # configs/ must be importable.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-    if root not in sys.path:
-        sys.path.insert(0, root)
+    # Config files may build on each other (`from configs.tiny import get_config`), a user's own file
+    # outside this checkout included: the folders holding its configs/ and the bundled configs/ are importable.
+    bundled_root = os.path.dirname(os.path.dirname(config_path("tiny")))
+    for root in (bundled_root, os.path.dirname(os.path.dirname(os.path.abspath(path)))):
+        if root not in sys.path:
+            sys.path.insert(0, root)
     spec = importlib.util.spec_from_file_location(f"pegasus_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
     try:

@@ -56,3 +56,38 @@ def test_lora_trains_only_adapters_and_merge_is_exact():
     assert np.abs(adapted - np.asarray(base(batch))).max() > 1e-6  # the adapters did something
     merged = merge_lora(model)
     np.testing.assert_allclose(np.asarray(merged(batch)), adapted, atol=1e-5)
+
+
+def test_lr_mults_scale_the_matching_updates_and_a_typo_is_an_error():
+    from pegasus_jax.errors import ConfigError
+    from pegasus_jax.train.optimizer import make_optimizer
+
+    rng = np.random.default_rng(0)
+    normal = lambda *shape: rng.normal(size=shape).astype(np.float32)
+    params = {"video_encoder": {"temporal": {"kernel": normal(4, 4)}, "frames": {"kernel": normal(4, 4)}},
+              "decoder": {"kernel": normal(4, 4), "scale": normal(4)}}
+    grads = [jax.tree.map(lambda p: normal(*p.shape), params) for _ in range(2)]
+
+    def second_update(lr_mults):
+        tx = make_optimizer(cfg.get("tiny", train__lr_mults=str(lr_mults)).train)
+        state = tx.init(params)
+        for g in grads:
+            updates, state = tx.update(g, state, params)
+        return updates
+
+    plain = second_update(())
+    scaled = second_update((("video_encoder/temporal", 10.0), ("video_encoder", 3.0)))
+    assert np.abs(plain["video_encoder"]["temporal"]["kernel"]).min() > 0
+    np.testing.assert_allclose(scaled["video_encoder"]["temporal"]["kernel"],
+                               10 * plain["video_encoder"]["temporal"]["kernel"], rtol=1e-6)
+    np.testing.assert_allclose(scaled["video_encoder"]["frames"]["kernel"],
+                               3 * plain["video_encoder"]["frames"]["kernel"], rtol=1e-6)
+    np.testing.assert_array_equal(scaled["decoder"]["kernel"], plain["decoder"]["kernel"])
+
+    with pytest.raises(ConfigError, match="config.train.lr_mults: 'video_encodr' matches no trainable parameter"):
+        TrainSpec.create(cfg.get("tiny", train__lr_mults="(('video_encodr', 2.0),)"),
+                         sharding.make_mesh(cfg.get("tiny").mesh, jax.devices()[:1]))
+    with pytest.raises(ConfigError, match="config.train.lr_mults: .* not a regular expression"):
+        cfg.get("tiny", train__lr_mults="(('video_encoder[', 2.0),)")
+    with pytest.raises(ConfigError, match="config.train.lr_mults: entries are"):
+        cfg.get("tiny", train__lr_mults="(('decoder', -1.0),)")

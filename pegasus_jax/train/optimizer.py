@@ -1,5 +1,8 @@
-"""AdamW with linear warmup + cosine decay, global-norm clipping, and no decay on vectors."""
+"""AdamW with linear warmup + cosine decay, global-norm clipping, no decay on vectors, and optional
+per-parameter learning-rate multipliers (config.train.lr_mults, as big_vision's config.lr_mults)."""
 from __future__ import annotations
+
+import re
 
 import jax
 import optax
@@ -15,11 +18,37 @@ def learning_rate_schedule(train_cfg) -> optax.Schedule:
     )
 
 
+def param_path(path) -> str:
+    """'video_encoder/temporal/layers/attn/o/kernel' for a key path of the params tree."""
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def lr_multipliers(lr_mults, params) -> dict:
+    """The params tree with each leaf's multiplier: the first (regex, multiplier) of `lr_mults` whose regex
+    matches (re.search) the leaf's path, else 1."""
+    rules = [(re.compile(pattern), float(mult)) for pattern, mult in lr_mults]
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: next((m for r, m in rules if r.search(param_path(path))), 1.0), params)
+
+
+def scale_by_lr_mults(lr_mults) -> optax.GradientTransformation:
+    """Multiplies each update (the step AdamW takes, weight decay included) by its parameter's multiplier."""
+
+    def update(updates, state, params=None):
+        mults = lr_multipliers(lr_mults, updates)
+        return jax.tree.map(lambda u, m: u if m == 1.0 else u * m, updates, mults), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(train_cfg) -> optax.GradientTransformation:
     # Norm scales and biases (ndim < 2) are not decayed, as in Llama / MaxText.
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
-    return optax.chain(
+    parts = [
         optax.clip_by_global_norm(train_cfg.grad_clip) if train_cfg.grad_clip > 0 else optax.identity(),
         optax.adamw(learning_rate_schedule(train_cfg), b1=train_cfg.b1, b2=train_cfg.b2,
                     weight_decay=train_cfg.weight_decay, mask=decay_mask),
-    )
+    ]
+    if train_cfg.lr_mults:
+        parts.append(scale_by_lr_mults(train_cfg.lr_mults))
+    return optax.chain(*parts)

@@ -8,6 +8,7 @@ The model is rebuilt from these arrays inside the jitted step with `TrainSpec.mo
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import jax
@@ -18,7 +19,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pegasus_jax.models.pegasus import Pegasus
 from pegasus_jax.sharding import state_shardings
-from pegasus_jax.train.optimizer import make_optimizer
+from pegasus_jax.errors import ConfigError
+from pegasus_jax.train.optimizer import make_optimizer, param_path
 
 
 def trainable_filter(stage: str):
@@ -42,6 +44,15 @@ def _fill(template: nnx.State, pure: dict) -> nnx.State:
     return state
 
 
+def _check_lr_mults_match(lr_mults, params: dict) -> None:
+    """A pattern that matches no trainable parameter is a typo (or names a frozen part): say so."""
+    paths = [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    for pattern, _ in lr_mults:
+        if not any(re.search(pattern, p) for p in paths):
+            raise ConfigError(f"config.train.lr_mults: {pattern!r} matches no trainable parameter "
+                              f"(paths look like {paths[0]!r})")
+
+
 @dataclasses.dataclass
 class TrainSpec:
     """Everything static about a run's state: structure, optimizer and shardings."""
@@ -56,6 +67,7 @@ class TrainSpec:
     def create(cls, config, mesh: Mesh) -> "TrainSpec":
         abstract = nnx.eval_shape(lambda: Pegasus(config, rngs=nnx.Rngs(config.seed)))
         graphdef, trainable, frozen, rest = nnx.split(abstract, trainable_filter(config.train.stage), nnx.Param, ...)
+        _check_lr_mults_match(config.train.lr_mults, trainable.to_pure_dict())
         return cls(config, mesh, graphdef, (trainable, frozen, rest), make_optimizer(config.train))
 
     def model(self, params: dict, frozen: dict, rest: dict) -> Pegasus:
