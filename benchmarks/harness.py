@@ -75,7 +75,8 @@ def hf_llama(decoder_params, dcfg, dtype=None):
 
     hf_cfg = transformers.LlamaConfig(**llama_config_to_hf(dcfg), attn_implementation="sdpa")
     model = transformers.LlamaForCausalLM(hf_cfg)
-    weights = {k: torch.from_numpy(v) for k, v in llama_to_hf(decoder_params, dcfg).items()}
+    # copies: the mapped arrays may be read-only views of the JAX parameters
+    weights = {k: torch.tensor(v) for k, v in llama_to_hf(decoder_params, dcfg).items()}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     tied = ["lm_head.weight"] if dcfg.tie_embeddings else []
     if sorted(missing) != tied or unexpected:
