@@ -7,6 +7,9 @@ Text: one of the record's training conversations (`pegasus_jax.prompts.conversat
 a generator seeded with (seed, record index, epoch), rendered with the chat template; the timed
 transcript gives each segment the tokens of the speech overlapping it.
 
+With data.cache_media_mb > 0 the decoded media of each record is kept (per process, up to that budget)
+and reused in later epochs; the text is still picked anew each epoch.
+
 `ExampleTransform` (the Grain map) never raises on bad input: it returns a marker
 {"_bad": kind, "_id": id, "_why": message} that the batcher counts and drops (see bad_input.py).
 Good examples carry "_id", "_notes" (kinds of oddities kept, e.g. "no_audio") and "_text_len".
@@ -138,6 +141,26 @@ def empty_example(config) -> dict:
             "_text_len": 0}
 
 
+class MediaCache:
+    """Decoded media by record index, up to a byte budget (first come, kept; nothing evicted): a small
+    corpus read for many epochs decodes each record once. Decoding is deterministic in the record and the
+    media parameters, so a hit returns what decoding again would. Bad records are not kept."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes, self.items = max_bytes, 0, {}
+
+    def get(self, index: int):
+        return self.items.get(index)
+
+    def put(self, index: int, value: tuple[dict, list[str]]) -> None:
+        size = sum(a.nbytes for a in value[0].values())
+        if self.bytes + size <= self.max_bytes:
+            for array in value[0].values():
+                array.setflags(write=False)  # shared by every later epoch's example
+            self.items[index] = value
+            self.bytes += size
+
+
 class ExampleTransform:
     """The Grain map: (epoch, record index, record bytes or None for padding) -> example or bad marker."""
 
@@ -153,6 +176,7 @@ class ExampleTransform:
         self.decoder = bad_input.DecoderCall(config.data.decoder, bool(config.data.isolate_decode),
                                              float(config.data.decode_timeout_s))
         self._empty = empty_example(config)
+        self._cache = MediaCache(int(config.data.cache_media_mb) << 20)
 
     def __call__(self, item) -> dict:
         from data_pipelines.bad_input import BadRecord
@@ -171,10 +195,15 @@ class ExampleTransform:
         options = conversations(ex, self.kind)
         if not options:
             return {"_bad": "no_text", "_id": ex.id, "_why": f"no {self.kind} conversation in the record"}
-        try:
-            media, notes = self.decoder(data, ex, self.media)
-        except BadRecord as e:
-            return {"_bad": e.kind, "_id": ex.id, "_why": e.message}
+        cached = self._cache.get(index)
+        if cached is None:
+            try:
+                media, notes = self.decoder(data, ex, self.media)
+            except BadRecord as e:
+                return {"_bad": e.kind, "_id": ex.id, "_why": e.message}
+            self._cache.put(index, (media, notes))
+        else:
+            media, notes = cached
         pick = np.random.default_rng([self.seed, index, epoch]).integers(len(options))
         text, text_len = text_arrays(self.tok, options[pick], self.text_len)
         transcript = ex.transcript if self.use_transcript else []

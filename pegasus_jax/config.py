@@ -120,6 +120,7 @@ def base_config() -> ml_collections.ConfigDict:
     dt.max_pixels = 5184 * 2160  # larger videos are skipped (counted as too_large) before decoding
     dt.decoder = "pyav"  # decoder name in data_pipelines.bad_input.DECODERS, or "module:function"
     dt.isolate_decode = True  # decode in a helper process: survives decoder crashes, enforces the timeout
+    dt.cache_media_mb = 0  # keep up to this many MiB of decoded media per process for later epochs; 0 = off
     dt.mixture = ()  # ((records glob, weight, kind), ...); kind: video | caption | instruction | image
     dt.synth_clips = 2000
 

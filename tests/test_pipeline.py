@@ -128,6 +128,33 @@ def resume_through_orbax(make_iter, directory, before, after):
     return reference, take(fresh, after), fresh
 
 
+DECODED = []
+
+
+def counting_decoder(ex, params):
+    """The real PyAV decoder, recording each call."""
+    from data_pipelines.example_transform import decode_media
+
+    DECODED.append(ex.id)
+    return decode_media(ex, params)
+
+
+def test_media_cache_decodes_each_record_once_and_changes_nothing(corpus):
+    def two_epochs(cache_mb):
+        DECODED.clear()
+        c = config(corpus["train"], data__decoder=f"{__name__}:counting_decoder", data__cache_media_mb=cache_mb)
+        batches = take(pipeline.make_train_iterator(c, corpus["tok"]), 2 * NUM // 8)
+        return batches, len(DECODED)
+
+    cached, calls_cached = two_epochs(64)
+    plain, calls_plain = two_epochs(0)
+    assert calls_plain >= 2 * NUM and calls_cached <= NUM + 2  # (+2: a reading thread may run ahead)
+    for (a, ids_a), (b, ids_b) in zip(cached, plain):
+        assert ids_a == ids_b
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
 def test_resume_through_orbax_is_exact(corpus, tmp_path):
     c = config(corpus["train"])
     reference, resumed, _ = resume_through_orbax(lambda: pipeline.make_train_iterator(c, corpus["tok"]),
