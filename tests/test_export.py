@@ -21,7 +21,7 @@ from pegasus_jax import config as cfg
 from pegasus_jax.cli.main import main
 from pegasus_jax.infer.generate import Generator
 from pegasus_jax.infer.sampling import SamplingParams
-from pegasus_jax.infer.video_input import segment_batch
+from pegasus_jax.infer.video_input import whole_video_batch
 from pegasus_jax.interop.import_hf import write_checkpoint
 from pegasus_jax.models.decoder import valid_positions
 from pegasus_jax.models.lora import merge_lora, set_lora_alpha
@@ -80,14 +80,14 @@ def clip_batch(config, tok: Tokenizer) -> dict[str, np.ndarray]:
     """Two rows from a real decoded 2 s clip (H.264 + AAC): the clip as it is, and the same clip with
     its second segment missing, no audio and a shorter prompt (masking and positions must agree)."""
     clip = synth.make_clip(0, "heldout", 3)
-    segments = [segment_batch(config, clip.video, start, True) for start in (0.0, 1.0)]
-    row = {k: np.concatenate([s[k] for s in segments], axis=1) for k in segments[0]}
+    prompt = [tok.bos_id, tok.user_id] + tok.encode("Describe the video.") + [tok.assistant_id]
+    row = whole_video_batch(config, clip.video, prompt)
+    assert row["segment_mask"].shape == (1, 2) and row["audio_mask"].all()
     row["transcript"][..., :] = tok.encode("red circle")[:1] * row["transcript"].shape[-1]
     row["transcript_mask"][..., :2] = True
     batch = {k: np.concatenate([v, v]) for k, v in row.items()}
     batch["segment_mask"][1, 1] = False
     batch["audio_mask"][1] = False
-    prompt = [tok.bos_id, tok.user_id] + tok.encode("Describe the video.") + [tok.assistant_id]
     length = len(prompt) + 3
     batch["tokens"] = np.zeros((2, length), np.int32)
     batch["text_mask"] = np.zeros((2, length), bool)
