@@ -3,11 +3,11 @@
     pegasus-jax demo --workdir runs/demo
 
 Expected: finishes within 15 minutes on 2 CPU cores and writes runs/demo/demo_report.json with
-per-attribute accuracy on held-out attribute combinations next to chance and the two ablations, and
-the PyTorch export's check. Measured 2026-12-01 (1200 steps, 441 s in all): colour 100%, pitch 100%
-(28.5% without audio), shape 49.5%, direction 7% (chance 25-33%): colour and pitch are learned, shape
-partly, motion direction not yet; the exported model's greedy caption equals ours (logits within 7e-6).
-The learning rate matters: at 2e-3 the visual path stalls (colour at chance) while pitch is learned.
+per-attribute accuracy on held-out attribute combinations next to chance and three ablations, and
+the PyTorch export's check. Measured 2026-12-02 (1200 steps, 493 s in all): colour 100%, shape 76%,
+direction 99.5%, pitch 100% (chance 25-33%); audio removed: pitch 30%; temporal layers removed:
+direction still 98.5% (the decoder reads direction from the order of the pooled frames and segments,
+not from the temporal layers). Shape is short of the 90% target.
 """
 from configs.tiny import get_config as tiny_config
 
@@ -25,7 +25,11 @@ def get_config():
     d.width, d.depth, d.num_heads, d.num_kv_heads, d.mlp_dim = 128, 2, 4, 2, 256
     c.data.transcript_tokens = 0  # no espeak-ng by default: the synthetic clips carry no speech
     c.data.synth_clips = 2000
-    c.data.cache_media_mb = 512  # the corpus is seen for ~8 epochs: decode each clip once (~300 MiB)
+    # Mostly captions: every caption names all four attributes, while a QA turn's answer must first be routed
+    # from its question and the chapter JSON is mostly boilerplate. With the three tasks drawn evenly
+    # (kind 'video' alone) motion direction was not learned in this budget (14.5%); at 3:1 it is (99.5%).
+    c.data.mixture = (("builtin", 3.0, "caption"), ("builtin", 1.0, "video"))
+    c.data.cache_media_mb = 512  # ~8 epochs: decode each clip once (~300 MiB per mixture part)
     c.train.steps, c.train.batch_size, c.train.checkpoint_every = 1200, 16, 400
     c.train.learning_rate, c.train.warmup_steps, c.train.log_every = 5e-4, 50, 25
     c.train.max_seconds = 420.0

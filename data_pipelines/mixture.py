@@ -5,6 +5,9 @@ Each corpus is its own endless, per-epoch-shuffled, process-sharded dataset with
 records are one-frame videos), combined by `grain.MapDataset.mix` in proportion to the weights.
 The mix is a pure function of the element index, so the mixture's position is part of the
 iterator's checkpointed state like any other Grain position.
+
+The glob BUILTIN names the built-in synthetic corpus's training split (generated in the workdir when
+data.path is unset), so a config can weight its tasks without knowing where the run writes it.
 """
 from __future__ import annotations
 
@@ -12,6 +15,14 @@ import grain
 
 from pegasus_jax.errors import UserError
 from pegasus_jax.prompts import KINDS
+
+BUILTIN = "builtin"
+
+
+def with_builtin(entries, train_glob: str) -> tuple:
+    """`entries` with the BUILTIN glob replaced by `train_glob`."""
+    named = lambda e: isinstance(e, (tuple, list)) and len(e) == 3 and e[0] == BUILTIN  # noqa: E731
+    return tuple((train_glob, e[1], e[2]) if named(e) else e for e in entries)
 
 
 def parse_mixture(entries) -> list[tuple[str, float, str]]:

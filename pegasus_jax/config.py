@@ -121,7 +121,7 @@ def base_config() -> ml_collections.ConfigDict:
     dt.decoder = "pyav"  # decoder name in data_pipelines.bad_input.DECODERS, or "module:function"
     dt.isolate_decode = True  # decode in a helper process: survives decoder crashes, enforces the timeout
     dt.cache_media_mb = 0  # keep up to this many MiB of decoded media per process for later epochs; 0 = off
-    dt.mixture = ()  # ((records glob, weight, kind), ...); kind: video | caption | instruction | image
+    dt.mixture = ()  # ((records glob | 'builtin', weight, kind), ...); kind: video | caption | instruction | image
     dt.synth_clips = 2000
 
     t = c.train = ml_collections.ConfigDict()
@@ -194,6 +194,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(v.width % v.num_heads == 0, "config.model.vision.num_heads",
              f"{v.num_heads} heads do not divide width {v.width}")
     _require(v.temporal_depth >= 0, "config.model.vision.temporal_depth", "must be >= 0")
+    _require(v.width % 4 == 0 and v.width >= 8, "config.model.vision.width",
+             f"must be a multiple of 4 and >= 8 (sin and cos per grid axis in the position tables), got {v.width}")
     _require(a.width % a.num_heads == 0, "config.model.audio.num_heads",
              f"{a.num_heads} heads do not divide width {a.width}")
     _require(a.num_mel_bins in (80, 128), "config.model.audio.num_mel_bins", f"must be 80 or 128, got {a.num_mel_bins}")

@@ -4,8 +4,9 @@
 2. train `configs/demo.py` for a bounded time, with checkpoints;
 3. caption every held-out clip (attribute *combinations* never seen in training) with the trained
    model and score each attribute parsed from the caption against the clip's truth, beside chance;
-4. the same with the audio removed (pitch should fall to chance) and with the temporal layers
-   removed (motion direction should fall);
+4. the same with the audio removed (pitch should fall to chance), with the motion removed (every
+   frame is the clip's first: direction should fall to chance), and with the temporal layers removed
+   (reported as measured: the decoder also reads direction from the order of the pooled frames);
 5. run `gist` and `summarize --type chapter` on a held-out video;
 6. export the checkpoint to PyTorch folders and run the whole model there, in a process that cannot
    import JAX: its logits and greedy caption of the held-out video against ours;
@@ -27,7 +28,8 @@ BATCH = 16
 CAPTION_TOKENS = 24
 
 
-def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = True) -> tuple[dict, list[str]]:
+def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = True,
+                     still: bool = False) -> tuple[dict, list[str]]:
     """Per-attribute accuracy of greedy captions of `clips` (VideoExamples with metadata attributes)."""
     from flax import nnx
 
@@ -39,7 +41,7 @@ def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = 
     if not temporal:
         model = nnx.clone(model)
         model.video_encoder.temporal_depth = 0  # frames encoded independently: no motion signal
-    encoder = SegmentEncoder(model, use_audio=use_audio)
+    encoder = SegmentEncoder(model, use_audio=use_audio, still=still)
     prompt = api._prompt(prompts.DESCRIBE)
     correct = {k: 0 for k in ATTRIBUTES}
     captions = []
@@ -121,6 +123,7 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
     print(f"[demo] captioning {len(heldout)} held-out clips", flush=True)
     accuracy, captions = caption_accuracy(api, heldout)
     no_audio, _ = caption_accuracy(api, heldout, use_audio=False)
+    no_motion, _ = caption_accuracy(api, heldout, still=True)
     no_temporal, _ = caption_accuracy(api, heldout, temporal=False)
     chance = {k: 1.0 / len(synth.ATTRIBUTES[k]) for k in ATTRIBUTES}
 
@@ -135,7 +138,7 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
     report = {
         "accuracy": accuracy,
         "chance": chance,
-        "ablation": {"no_audio": no_audio, "no_temporal": no_temporal},
+        "ablation": {"no_audio": no_audio, "no_motion": no_motion, "no_temporal": no_temporal},
         "seconds": seconds,
         "train_seconds": t_train - t0,
         "steps": result["final_step"],
@@ -159,10 +162,11 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
 
 
 def format_report(report: dict) -> str:
-    rows = ["| attribute | accuracy | chance | no audio | no temporal |", "|---|---|---|---|---|"]
+    ablation = report["ablation"]
+    rows = ["| attribute | accuracy | chance | no audio | no motion | no temporal layers |", "|---|---|---|---|---|---|"]
     for k in ATTRIBUTES:
-        rows.append(f"| {k} | {report['accuracy'][k]:.1%} | {report['chance'][k]:.1%} | "
-                    f"{report['ablation']['no_audio'][k]:.1%} | {report['ablation']['no_temporal'][k]:.1%} |")
+        rows.append(f"| {k} | {report['accuracy'][k]:.1%} | {report['chance'][k]:.1%} | {ablation['no_audio'][k]:.1%} | "
+                    f"{ablation['no_motion'][k]:.1%} | {ablation['no_temporal'][k]:.1%} |")
     loss = report["loss"]
     rows += ["", f"loss {loss['first']:.3f} -> {loss['last']:.3f} in {report['steps']} steps "
                  f"(held-out loss {loss['eval_last']}); {report['seconds']:.0f} s in all",

@@ -36,6 +36,8 @@ def report(tmp_path_factory):
 def test_report_has_the_fixed_fields(report):
     assert set(report["accuracy"]) == set(report["chance"]) == {"colour", "shape", "direction", "pitch"}
     assert report["chance"]["pitch"] == pytest.approx(1 / len(synth.ATTRIBUTES["pitch"]))
+    assert set(report["ablation"]) == {"no_audio", "no_motion", "no_temporal"}
+    assert all(set(a) == set(report["accuracy"]) for a in report["ablation"].values())
     assert report["seconds"] > 0 and report["heldout_clips"] == 48
     assert report["loss"]["last"] < report["loss"]["first"] / 4
 

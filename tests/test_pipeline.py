@@ -202,6 +202,10 @@ def test_mixture_follows_weights_and_resumes(corpus, tmp_path):
     bad = config(corpus["train"], data__mixture=(("x", 1.0, "podcast"),))
     with pytest.raises(pipeline.UserError, match=r"config.data.mixture\[0\]: kind"):
         pipeline.make_train_iterator(bad, corpus["tok"])
+    # the trainer names the built-in corpus's training split for 'builtin' (configs/demo.py weights its tasks so)
+    from data_pipelines.mixture import BUILTIN, with_builtin
+    assert with_builtin(((BUILTIN, 3.0, "caption"), ("x", 1.0, "video"), ("builtin",)), "run/train/*") == (
+        ("run/train/*", 3.0, "caption"), ("x", 1.0, "video"), ("builtin",))
 
 
 def test_image_records_train_as_one_frame_videos(corpus, tmp_path):

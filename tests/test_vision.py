@@ -147,3 +147,28 @@ def test_temporal_positions_interpolate():
     half = np.asarray(interpolate_positions(table, 15))
     np.testing.assert_allclose(half[::2], np.asarray(table), atol=1e-6)  # old rows kept, new ones in between
     np.testing.assert_allclose(half[1], (np.asarray(table)[0] + np.asarray(table)[1]) / 2, atol=1e-6)
+
+
+def test_position_tables_start_as_sincos_and_kernels_scale_with_fan_in():
+    """From-scratch towers start with positions as strong as content and unit-variance layers (models/posemb.py,
+    layers.default_kernel_init); a normal(0.02) table or kernel would fail every check here."""
+    from pegasus_jax.models.posemb import grid_table, sincos_table
+
+    c = vision_config("clip", temporal_depth=1)
+    video = VideoEncoder(c.model.vision, dtype=jnp.float32, param_dtype=jnp.float32, scan=True, remat="none",
+                         rngs=nnx.Rngs(0))
+    spatial = np.asarray(video.frames.position_embedding[...])
+    assert np.array_equal(spatial[0], np.zeros(32)) and np.array_equal(spatial[1:], grid_table(4, 32))
+    rms = np.sqrt((grid_table(4, 32) ** 2).mean(axis=1))
+    np.testing.assert_allclose(rms, np.sqrt(0.5), atol=1e-6)  # every row: half sines, half cosines
+    # the rows of neighbouring patches differ, and more so for patches further apart
+    d = lambda a, b: np.linalg.norm(spatial[1 + a] - spatial[1 + b])  # noqa: E731
+    assert 0.3 < d(0, 1) < d(0, 2) and d(0, 4) == pytest.approx(d(0, 1))  # (y, x) symmetric
+    np.testing.assert_array_equal(np.asarray(video.temporal_position[...]), sincos_table(np.arange(8), 32))
+    # kernels: std 1/sqrt(fan_in), per layer of the scanned stack (width 32 -> 0.177; mlp 64 -> 0.125)
+    fc1, fc2 = (np.asarray(k[...]) for k in (video.frames.layers.layers.mlp.fc1.kernel,
+                                             video.frames.layers.layers.mlp.fc2.kernel))
+    assert fc1.shape == (2, 32, 64) and fc2.shape == (2, 64, 32)
+    assert fc1.std() == pytest.approx(1 / np.sqrt(32), rel=0.1) and fc2.std() == pytest.approx(1 / np.sqrt(64), rel=0.1)
+    with pytest.raises(ValueError, match="width divisible by 4"):
+        grid_table(4, 30)

@@ -103,13 +103,15 @@ def whole_video_batch(config, data: video_io.Media, prompt_ids: list[int]) -> di
 class SegmentEncoder:
     """Jitted one-segment prefix encoder (compiled once per pooling target).
 
-    `use_audio=False` encodes every segment as if the video had no audio track (an ablation).
+    Ablations: `use_audio=False` encodes every segment as if the video had no audio track;
+    `still=True` shows every frame of every segment as the video's first frame (no motion).
     """
 
-    def __init__(self, model, use_audio: bool = True):
+    def __init__(self, model, use_audio: bool = True, still: bool = False):
         self.graphdef, self.state = nnx.split(model)
         self.config = model.config
         self.use_audio = use_audio
+        self.still = still
 
     @functools.partial(jax.jit, static_argnums=(0, 3))
     def _encode(self, state, batch, pool):
@@ -127,12 +129,16 @@ class SegmentEncoder:
         starts, pool = plan_segments(self.config, info.duration)
         parts, masks = [], []
         has_audio = info.has_audio and self.use_audio
+        first_frame = None
         for start in starts:
             try:
                 batch = segment_batch(self.config, data, start, has_audio)
             except video_io.DecodeError as e:  # the header was fine but the stream is not, e.g. cut short
                 name = data if isinstance(data, str) else "<bytes>"
                 raise UserError(f"--video: {name} fails to decode at {start:.1f}s ({e})") from None
+            if self.still:
+                first_frame = batch["frames"][0, 0, 0].copy() if first_frame is None else first_frame
+                batch["frames"][0, 0] = first_frame
             emb, mask = self._encode(self.state, batch, pool)
             parts.append(emb)
             masks.append(mask)

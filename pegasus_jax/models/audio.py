@@ -7,15 +7,15 @@ are used: a segment of audio is encoded on its own.
 """
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from pegasus_jax.errors import UserError
 from pegasus_jax.models.layers import LayerNorm, LayerStack, PreNormEncoderLayer, activation, param
 from pegasus_jax.models.log_mel import log_mel_spectrogram
+from pegasus_jax.models.posemb import sincos_table
 from pegasus_jax.sharding import constrain
 
 
@@ -44,8 +44,8 @@ class AudioEncoder(nnx.Module):
         self.max_frames = 2 * acfg.max_source_positions
         self.conv1 = Conv1d(acfg.num_mel_bins, w, stride=1, rngs=rngs, **kw)
         self.conv2 = Conv1d(w, w, stride=2, rngs=rngs, **kw)
-        self.embed_positions = nnx.Param(sinusoids(acfg.max_source_positions, w).astype(param_dtype),
-                                         out_sharding=("positions", "embed"))
+        table = sincos_table(np.arange(acfg.max_source_positions), w)  # Whisper's fixed table, kept learnable
+        self.embed_positions = nnx.Param(jnp.asarray(table, param_dtype), out_sharding=("positions", "embed"))
         self.layers = LayerStack(
             lambda r: PreNormEncoderLayer(w, acfg.num_heads, acfg.mlp_dim, acfg.layer_norm_eps, "gelu",
                                           k_bias=False, rngs=r, **kw),
@@ -66,11 +66,3 @@ class AudioEncoder(nnx.Module):
     def encode_waveform(self, waveform: jax.Array) -> jax.Array:
         """(B, samples) 16 kHz mono -> (B, positions, width)."""
         return self(log_mel_spectrogram(waveform, self.num_mel_bins))
-
-
-def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> jax.Array:
-    """Whisper's fixed position table (its initial value; the encoder keeps it as a parameter)."""
-    log_increment = math.log(max_timescale) / (channels // 2 - 1)
-    inv = jnp.exp(-log_increment * jnp.arange(channels // 2))
-    t = jnp.arange(length)[:, None] * inv[None, :]
-    return jnp.concatenate([jnp.sin(t), jnp.cos(t)], axis=1)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from pegasus_jax.models import posemb
 from pegasus_jax.models.layers import MLP, LayerNorm, LayerStack, SelfAttention, param
 from pegasus_jax.models.vision import ACTIVATIONS, FrameEncoder
 from pegasus_jax.sharding import constrain
@@ -53,8 +55,9 @@ class VideoEncoder(nnx.Module):
         self.frames = FrameEncoder(vcfg, dtype=dtype, param_dtype=param_dtype, scan=scan, remat=remat, rngs=rngs)
         self.temporal_depth = vcfg.temporal_depth
         if vcfg.temporal_depth:
-            self.temporal_position = param(rngs, nnx.initializers.normal(0.02), (vcfg.max_frames, vcfg.width),
-                                           ("positions", "embed"), param_dtype)
+            table = posemb.sincos_table(np.arange(vcfg.max_frames), vcfg.width)
+            self.temporal_position = param(rngs, posemb.initializer(table), table.shape, ("positions", "embed"),
+                                           param_dtype)
             self.temporal = LayerStack(lambda r: TemporalLayer(vcfg, dtype=dtype, param_dtype=param_dtype, rngs=r),
                                        vcfg.temporal_depth, scan=scan, remat=remat, rngs=rngs)
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from pegasus_jax.models import posemb
 from pegasus_jax.models.layers import Dense, LayerNorm, LayerStack, PreNormEncoderLayer, param
 from pegasus_jax.sharding import constrain
 
@@ -46,7 +47,10 @@ class FrameEncoder(nnx.Module):
         self.patch_embed = Dense(self.patch ** 2 * 3, width, ("conv", "embed"), use_bias=not clip, rngs=rngs, **kw)
         init = nnx.initializers.normal(0.02)
         self.class_embedding = param(rngs, init, (width,), ("embed",), param_dtype) if clip else None
-        self.position_embedding = param(rngs, init, (self.grid ** 2 + int(clip), width), ("positions", "embed"),
+        table = posemb.grid_table(self.grid, width)
+        if clip:  # the class token's row
+            table = np.concatenate([np.zeros((1, width), np.float32), table])
+        self.position_embedding = param(rngs, posemb.initializer(table), table.shape, ("positions", "embed"),
                                         param_dtype)
         self.pre_norm = LayerNorm(width, vcfg.layer_norm_eps, rngs=rngs, **kw) if clip else None
         self.layers = LayerStack(

@@ -91,11 +91,13 @@ def train(config, workdir: str) -> dict:
     train_glob, eval_glob, tokenizer_path = prepare_data(config, workdir)
 
     from data_pipelines import pipeline
+    from data_pipelines.mixture import with_builtin
     from data_pipelines.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.load(tokenizer_path)
     data_cfg = config.copy_and_resolve_references()
     data_cfg.data.path = train_glob
+    data_cfg.data.mixture = with_builtin(config.data.mixture, train_glob)
     if jax.process_count() > 1:
         # Every process must hand the same shapes to the global batch: one text length for all.
         data_cfg.data.length_buckets = (config.data.max_text_len,)
