@@ -30,7 +30,7 @@ def get_config():
     # from its question and the chapter JSON is mostly boilerplate. With the three tasks drawn evenly
     # (kind 'video' alone) motion direction was not learned in this budget (14.5%); at 3:1 it is (99.5%).
     c.data.mixture = (("builtin", 3.0, "caption"), ("builtin", 1.0, "video"))
-    c.data.cache_media_mb = 512  # ~8 epochs: decode each clip once (~300 MiB per mixture part)
+    c.data.cache_media_mb = 512  # ~8 epochs: decode each clip once (~300 MiB)
     c.train.steps, c.train.batch_size, c.train.checkpoint_every = 1200, 16, 400
     c.train.learning_rate, c.train.warmup_steps, c.train.log_every = 5e-4, 50, 25
     c.train.max_seconds = 420.0

@@ -161,10 +161,14 @@ class MediaCache:
             self.bytes += size
 
 
+def media_cache(config) -> MediaCache:
+    return MediaCache(int(config.data.cache_media_mb) << 20)
+
+
 class ExampleTransform:
     """The Grain map: (epoch, record index, record bytes or None for padding) -> example or bad marker."""
 
-    def __init__(self, config, tokenizer: Tokenizer, kind: str = "video"):
+    def __init__(self, config, tokenizer: Tokenizer, kind: str = "video", cache: MediaCache | None = None):
         from data_pipelines import bad_input
 
         self.tok, self.kind = tokenizer, kind
@@ -176,7 +180,7 @@ class ExampleTransform:
         self.decoder = bad_input.DecoderCall(config.data.decoder, bool(config.data.isolate_decode),
                                              float(config.data.decode_timeout_s))
         self._empty = empty_example(config)
-        self._cache = MediaCache(int(config.data.cache_media_mb) << 20)
+        self._cache = cache if cache is not None else media_cache(config)  # shared by corpora on the same records
 
     def __call__(self, item) -> dict:
         from data_pipelines.bad_input import BadRecord

@@ -140,7 +140,8 @@ def local_batch_size(config, process_count: int) -> int:
 
 
 def corpus_dataset(pattern: str, config, tokenizer, process_index: int, process_count: int, *, seed: int,
-                   shuffle: bool, num_epochs: int | None, pad: bool = False, kind: str = "video") -> grain.MapDataset:
+                   shuffle: bool, num_epochs: int | None, pad: bool = False, kind: str = "video",
+                   cache=None) -> grain.MapDataset:
     """One corpus: shards -> this process's records (shuffled per epoch) -> examples or bad markers."""
     from data_pipelines.records import list_shards
 
@@ -149,7 +150,7 @@ def corpus_dataset(pattern: str, config, tokenizer, process_index: int, process_
         raise UserError(f"{pattern}: {len(source)} records cannot feed {process_count} processes")
     shard = ProcessShard(grain.MapDataset.source(source), process_index, process_count, seed=seed, shuffle=shuffle,
                          num_epochs=num_epochs, pad=pad)
-    return shard.map(ExampleTransform(config, tokenizer, kind))
+    return shard.map(ExampleTransform(config, tokenizer, kind, cache))
 
 
 def _mark_absl_flags_parsed() -> None:

@@ -153,6 +153,12 @@ def test_media_cache_decodes_each_record_once_and_changes_nothing(corpus):
         assert ids_a == ids_b
         for k in a:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    # two task weightings of one corpus (configs/demo.py) share one cache: each record decoded once in all
+    DECODED.clear()
+    c = config(corpus["train"], data__decoder=f"{__name__}:counting_decoder", data__cache_media_mb=64,
+               data__mixture=((corpus["train"], 1.0, "caption"), (corpus["train"], 1.0, "video")))
+    take(pipeline.make_train_iterator(c, corpus["tok"]), 2 * NUM // 8)  # one epoch of each part
+    assert len(DECODED) <= NUM + 2, len(DECODED)
 
 
 def test_resume_through_orbax_is_exact(corpus, tmp_path):
