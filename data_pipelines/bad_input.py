@@ -115,14 +115,23 @@ def _read_msg(fd: int, deadline: float | None):
     return None if body is None else msgpack.unpackb(body, raw=False)
 
 
-def serve() -> None:
-    """Helper process main loop: requests on stdin, answers on stdout, until stdin closes."""
+def serve(decoder: str) -> None:
+    """Helper process main loop: requests on stdin, answers on stdout, until stdin closes.
+
+    The decoder and the media libraries are imported before "ready": a cold import can take seconds
+    on a loaded host and must count against the start-up allowance, not against the first record's
+    data.decode_timeout_s (which would skip a good record as "timeout")."""
     from data_pipelines.example_transform import MediaParams
     from data_pipelines.records import deserialize
+    from data_pipelines.video import DecodeError  # noqa: F401  (imports PyAV)
 
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # a chatty decoder must not corrupt the channel
     decoders = {}
+    try:
+        decoders[decoder] = resolve_decoder(decoder)
+    except UserError:
+        pass  # answered per request below, as "decoder_error" with the message
     _write_msg(out, "ready")
     while True:
         request = _read_msg(sys.stdin.fileno(), None)
@@ -142,10 +151,11 @@ def serve() -> None:
 class _Helper:
     """One helper process; restarted by the caller after a timeout or crash."""
 
-    def __init__(self):
+    def __init__(self, decoder: str):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self.proc = subprocess.Popen([sys.executable, "-c", "from data_pipelines.bad_input import serve; serve()"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from data_pipelines.bad_input import serve; serve(sys.argv[1])", decoder],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         try:
             ready = _read_msg(self.proc.stdout.fileno(), time.monotonic() + HELPER_START_TIMEOUT_S)
         except TimeoutError:
@@ -197,7 +207,7 @@ class DecoderCall:
             return _call(resolve_decoder(self.decoder), ex, params)
         helper = getattr(_helpers, "helper", None)
         if helper is None:
-            helper = _helpers.helper = _Helper()
+            helper = _helpers.helper = _Helper(self.decoder)
             _all_helpers.add(helper)
         try:
             reply = helper.request(self.decoder, record, dataclasses.asdict(params), self.timeout_s)

@@ -64,7 +64,8 @@ def corpus(tmp_path_factory, audio_only):
     tok = train_tokenizer_for_config(str(root / "synth" / "train"), 512, str(root / "tok.model"))
     expected_bad = {id_: kind for id_, (kind, _) in bad.items()} | {f"record#{corrupt_index}": "corrupt_record"}
     return {"path": str(root / "mixed.array_record"), "tok": Tokenizer.load(tok),
-            "good": sorted([ex.id for ex in good] + list(kept)), "bad": expected_bad}
+            "good": sorted([ex.id for ex in good] + list(kept)), "bad": expected_bad,
+            "good_only": str(root / "synth" / "train" / "*.array_record")}
 
 
 def _eight_k() -> bytes:
@@ -97,6 +98,16 @@ def test_bad_kinds_are_skipped_counted_and_logged(corpus, caplog):
     assert len(skipped) == len(corpus["bad"])
     for id_ in corpus["bad"]:
         assert sum(m.startswith(f"skipped bad record {id_}:") for m in skipped) == 1, id_
+
+
+def test_helper_start_up_does_not_count_against_the_first_record(corpus):
+    # The decoder's module sleeps 3 s on import; with 2 s per record a helper that imported it on the
+    # first request would skip that good record as "timeout".
+    c = config(corpus["good_only"], isolate_decode=True, decode_timeout_s=2.0,
+               decoder="tests.slow_import_decoder:decode_media")
+    it = pipeline.make_eval_iterator(c, corpus["tok"])
+    arrived = [id_ for _ in it for id_ in it.last_ids]
+    assert len(arrived) == GOOD and pipeline.stats(it)["bad_records"] == {}
 
 
 def test_video_only_and_one_frame_examples_are_usable(corpus):

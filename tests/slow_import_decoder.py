@@ -1,0 +1,7 @@
+"""The real PyAV decoder behind a module that takes seconds to import, as a cold import of a media or ML
+library can on a loaded host (used by test_bad_input through data.decoder in an isolated helper)."""
+import time
+
+time.sleep(3.0)
+
+from data_pipelines.example_transform import decode_media  # noqa: E402,F401
