@@ -104,7 +104,9 @@ class SegmentEncoder:
     """Jitted one-segment prefix encoder (compiled once per pooling target).
 
     Ablations: `use_audio=False` encodes every segment as if the video had no audio track;
-    `still=True` shows every frame of every segment as the video's first frame (no motion).
+    `still=True` shows every frame of every segment as the video's middle frame (no motion; the middle,
+    because an object's position there is the same whichever way it moves, where the first frame's
+    position already hints at where it is going).
     """
 
     def __init__(self, model, use_audio: bool = True, still: bool = False):
@@ -129,7 +131,8 @@ class SegmentEncoder:
         starts, pool = plan_segments(self.config, info.duration)
         parts, masks = [], []
         has_audio = info.has_audio and self.use_audio
-        first_frame = None
+        if self.still:
+            still_frame = video_io.sample_frames(data, [info.duration / 2], self.config.model.vision.image_size)[0][0]
         for start in starts:
             try:
                 batch = segment_batch(self.config, data, start, has_audio)
@@ -137,8 +140,7 @@ class SegmentEncoder:
                 name = data if isinstance(data, str) else "<bytes>"
                 raise UserError(f"--video: {name} fails to decode at {start:.1f}s ({e})") from None
             if self.still:
-                first_frame = batch["frames"][0, 0, 0].copy() if first_frame is None else first_frame
-                batch["frames"][0, 0] = first_frame
+                batch["frames"][0, 0] = still_frame
             emb, mask = self._encode(self.state, batch, pool)
             parts.append(emb)
             masks.append(mask)
