@@ -121,9 +121,10 @@ def serve(decoder: str) -> None:
     The decoder and the media libraries are imported before "ready": a cold import can take seconds
     on a loaded host and must count against the start-up allowance, not against the first record's
     data.decode_timeout_s (which would skip a good record as "timeout")."""
+    import av  # noqa: F401  (data_pipelines.video imports it lazily, on the first record)
+
     from data_pipelines.example_transform import MediaParams
     from data_pipelines.records import deserialize
-    from data_pipelines.video import DecodeError  # noqa: F401  (imports PyAV)
 
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # a chatty decoder must not corrupt the channel
