@@ -41,6 +41,7 @@ DEFAULT_AXIS_RULES = (
 VISION_KINDS = ("clip", "siglip")
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
 STAGES = ("pretrain", "align", "instruct", "instruct_lora")
+LR_SCHEDULES = ("cosine", "wsd")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -132,6 +133,8 @@ def base_config() -> ml_collections.ConfigDict:
     t.grad_accum = 1
     t.learning_rate = 3e-4
     t.warmup_steps = 100
+    t.schedule = "cosine"  # or "wsd": warmup-stable-decay, the peak held, then a linear decay
+    t.decay_fraction = 0.2  # wsd: the share of `steps` spent in that decay
     t.min_lr_ratio = 0.1
     t.weight_decay = 0.1
     t.b1 = 0.9
@@ -235,8 +238,20 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(sum(getattr(config.mesh, ax) == -1 for ax in ("data", "fsdp", "tensor")) <= 1, "config.mesh",
              "at most one axis may be -1")
     _require(0.0 < config.data.max_bad_ratio <= 1.0, "config.data.max_bad_ratio", "must be in (0, 1]")
+    _check_schedule(config.train)
     _check_lr_mults(config.train.lr_mults)
     return config
+
+
+def _check_schedule(train_cfg) -> None:
+    _require(train_cfg.schedule in LR_SCHEDULES, "config.train.schedule",
+             f"must be one of {LR_SCHEDULES}, got {train_cfg.schedule!r}")
+    if train_cfg.schedule == "wsd":
+        _require(0.0 < train_cfg.decay_fraction <= 1.0, "config.train.decay_fraction",
+                 f"must be in (0, 1], got {train_cfg.decay_fraction}")
+        decay = wsd_decay_steps(train_cfg)
+        _require(train_cfg.warmup_steps + decay <= train_cfg.steps, "config.train.decay_fraction",
+                 f"warmup_steps {train_cfg.warmup_steps} + {decay} decay steps exceed steps {train_cfg.steps}")
 
 
 def _check_lr_mults(lr_mults) -> None:
@@ -248,6 +263,11 @@ def _check_lr_mults(lr_mults) -> None:
             re.compile(entry[0])
         except re.error as e:
             raise ConfigError(f"config.train.lr_mults: {entry[0]!r} is not a regular expression ({e})") from None
+
+
+def wsd_decay_steps(train_cfg) -> int:
+    """Steps of the final linear decay of the warmup-stable-decay schedule (train/optimizer.py)."""
+    return max(1, round(train_cfg.decay_fraction * train_cfg.steps))
 
 
 def head_dim(decoder_cfg) -> int:

@@ -91,3 +91,27 @@ def test_lr_mults_scale_the_matching_updates_and_a_typo_is_an_error():
         cfg.get("tiny", train__lr_mults="(('video_encoder[', 2.0),)")
     with pytest.raises(ConfigError, match="config.train.lr_mults: entries are"):
         cfg.get("tiny", train__lr_mults="(('decoder', -1.0),)")
+
+
+def test_wsd_holds_the_peak_then_decays_linearly_and_bad_settings_are_errors():
+    from pegasus_jax.errors import ConfigError
+    from pegasus_jax.train.optimizer import learning_rate_schedule
+
+    c = cfg.get("tiny", train__schedule="wsd", train__steps="100", train__warmup_steps="10",
+                train__learning_rate="1e-3", train__decay_fraction="0.25", train__min_lr_ratio="0.1")
+    lr = lambda step: float(learning_rate_schedule(c.train)(step))
+    assert lr(5) == pytest.approx(5e-4)  # warmup
+    assert [lr(s) for s in (10, 40, 75)] == pytest.approx([1e-3] * 3)  # the peak is held until the last 25 steps
+    assert lr(75) > lr(80) > lr(90) > lr(99)
+    assert lr(80) - lr(90) == pytest.approx(lr(90) - lr(100))  # a straight line ...
+    assert lr(100) == pytest.approx(1e-4)  # ... down to min_lr_ratio x peak
+    cosine = cfg.get("tiny", train__steps="100", train__warmup_steps="10", train__learning_rate="1e-3")
+    assert float(learning_rate_schedule(cosine.train)(40)) < 1e-3 * 0.8  # cosine is already well down
+
+    with pytest.raises(ConfigError, match="config.train.schedule: must be one of"):
+        cfg.get("tiny", train__schedule="linear")
+    with pytest.raises(ConfigError, match=r"config.train.decay_fraction: warmup_steps 10 \+ 95 decay steps exceed"):
+        cfg.get("tiny", train__schedule="wsd", train__steps="100", train__warmup_steps="10",
+                train__decay_fraction="0.95")
+    with pytest.raises(ConfigError, match=r"config.train.decay_fraction: must be in \(0, 1\]"):
+        cfg.get("tiny", train__schedule="wsd", train__decay_fraction="0")

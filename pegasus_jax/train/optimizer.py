@@ -1,5 +1,6 @@
-"""AdamW with linear warmup + cosine decay, global-norm clipping, no decay on vectors, and optional
-per-parameter learning-rate multipliers (config.train.lr_mults, as big_vision's config.lr_mults)."""
+"""AdamW with linear warmup then cosine decay or warmup-stable-decay (config.train.schedule), global-norm
+clipping, no decay on vectors, and optional per-parameter learning-rate multipliers (config.train.lr_mults,
+as big_vision's config.lr_mults)."""
 from __future__ import annotations
 
 import re
@@ -7,15 +8,25 @@ import re
 import jax
 import optax
 
+from pegasus_jax.config import wsd_decay_steps
+
 
 def learning_rate_schedule(train_cfg) -> optax.Schedule:
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=train_cfg.learning_rate,
-        warmup_steps=max(train_cfg.warmup_steps, 1),
-        decay_steps=max(train_cfg.steps, train_cfg.warmup_steps + 1),
-        end_value=train_cfg.learning_rate * train_cfg.min_lr_ratio,
-    )
+    """'cosine': linear warmup, then cosine decay over the rest of `steps` to min_lr_ratio x peak.
+    'wsd' (warmup-stable-decay, as MiniCPM and Hagele et al. 2024): linear warmup, the peak held, then a
+    linear decay to min_lr_ratio x peak over the last decay_fraction of `steps`: a short run is not spent
+    at a small rate."""
+    peak, warmup = train_cfg.learning_rate, max(train_cfg.warmup_steps, 1)
+    end = peak * train_cfg.min_lr_ratio
+    if train_cfg.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=peak, warmup_steps=warmup,
+                                                  decay_steps=max(train_cfg.steps, warmup + 1), end_value=end)
+    decay = wsd_decay_steps(train_cfg)
+    stable = max(0, train_cfg.steps - warmup - decay)
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak),
+         optax.linear_schedule(peak, end, decay)],
+        boundaries=[warmup, warmup + stable])
 
 
 def param_path(path) -> str:
