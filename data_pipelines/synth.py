@@ -5,6 +5,8 @@ tone of one pitch plays (and, where `espeak-ng` is on PATH, a voice says one wor
 from a small grammar that contains the attribute words verbatim; QA turns ask for single
 attributes with one-word answers. A quarter of the training clips are two-part (4 s: each 2 s part
 has its own shape/colour/direction/pitch) with one timed `segments` entry per part (chapter targets).
+A tenth of the training clips are silent (no audio track; pitch None, captions name no tone), as
+real corpora hold silent videos: a model trained on this corpus can describe a clip without sound.
 
 The held-out split uses (colour, shape, direction, pitch) combinations never seen in train
 (HELDOUT_COMBOS: a fixed arithmetic rule, independent of the seed, that still leaves every single
@@ -46,6 +48,8 @@ FPS = 8
 PART_SECONDS = 2.0
 SAMPLE_RATE = 16000
 TWO_PART_FRACTION = 0.25
+SILENT_FRACTION = 0.1
+TRAVEL = 0.5  # of the frame's width or height, per part
 CLIPS_PER_SHARD = 250
 
 PHRASES = (
@@ -53,6 +57,11 @@ PHRASES = (
     "a {pitch} tone plays as a {colour} {shape} moves {direction}",
     "the {colour} {shape} slides {direction} with a {pitch} tone",
     "a {colour} {shape} drifts {direction} over a {pitch} tone",
+)
+SILENT_PHRASES = (
+    "a {colour} {shape} moves {direction}",
+    "the {colour} {shape} slides {direction}",
+    "a {colour} {shape} drifts {direction}",
 )
 SPEECH_PHRASE = " and a voice says {word}"
 QUESTIONS = {
@@ -116,16 +125,18 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _render_part(rng, attrs: dict, background: np.ndarray, size: int, frames: int) -> np.ndarray:
+    """The shape travels TRAVEL of the frame through a midpoint drawn alike in x and y, reached exactly at the
+    part's middle (frame `frames // 2`): that frame is the same whichever way the shape moves."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     r = size * rng.uniform(0.22, 0.28)
     dx, dy = DIRECTION_VECTOR[attrs["direction"]]
-    across = rng.uniform(0.35, 0.65) * size  # the coordinate perpendicular to the motion
+    mid_x, mid_y = rng.uniform(0.4, 0.6, 2) * size
     colour = np.array(COLOUR_RGB[attrs["colour"]], np.float32)
     out = np.empty((frames, size, size, 3), np.uint8)
     for f in range(frames):
-        progress = 0.25 + 0.5 * f / max(frames - 1, 1)  # 25% -> 75% of the way across
-        along = progress * size if (dx + dy) > 0 else (1 - progress) * size
-        cx, cy = (along, across) if dx else (across, along)
+        # position is a function of the frame's time f / FPS: -TRAVEL/2 at the part's start, 0 at its middle
+        offset = (f / frames - 0.5) * TRAVEL * size
+        cx, cy = mid_x + dx * offset, mid_y + dy * offset
         frame = background.copy()
         frame[_shape_mask(attrs["shape"], xx, yy, cx, cy, r)] = colour
         out[f] = frame.astype(np.uint8)
@@ -162,7 +173,8 @@ def speech_available() -> bool:
 # ---- one clip ----------------------------------------------------------------------------------
 
 def _caption(rng, attrs: dict) -> str:
-    text = PHRASES[rng.integers(len(PHRASES))].format(**attrs)
+    phrases = PHRASES if attrs["pitch"] else SILENT_PHRASES
+    text = phrases[rng.integers(len(phrases))].format(**attrs)
     if attrs.get("word"):
         text += SPEECH_PHRASE.format(word=attrs["word"])
     return text
@@ -180,19 +192,22 @@ def _turns(rng, parts: list[dict]) -> list[dict]:
 
 
 def make_clip(seed: int, split: str, index: int, size: int = 64, speech: bool | None = None):
-    """Clip `index` of `split`: a VideoExample holding MP4 bytes (H.264 + AAC) and its texts."""
+    """Clip `index` of `split`: a VideoExample holding MP4 bytes (H.264, + AAC unless silent) and its texts."""
     from data_pipelines.encode import encode_clip
     from data_pipelines.records import VideoExample
 
     rng = np.random.default_rng([seed, SPLITS[split], index])
     combos = HELDOUT_COMBOS if split == "heldout" else TRAIN_COMBOS
     num_parts = 2 if split == "train" and rng.random() < TWO_PART_FRACTION else 1
+    silent = split == "train" and rng.random() < SILENT_FRACTION
     picks = rng.choice(len(combos), size=num_parts, replace=False)
     speech = speech_available() if speech is None else speech
     parts = []
     for pick in picks:
         attrs = dict(zip(COMBO_KEYS, combos[pick]))
-        attrs["word"] = str(rng.choice(ATTRIBUTES["word"])) if speech else None
+        attrs["word"] = str(rng.choice(ATTRIBUTES["word"])) if speech and not silent else None
+        if silent:
+            attrs["pitch"] = None
         parts.append(attrs)
 
     background = _background(rng, size)
@@ -201,6 +216,9 @@ def make_clip(seed: int, split: str, index: int, size: int = 64, speech: bool | 
     for p, attrs in enumerate(parts):
         start = p * PART_SECONDS
         video.append(_render_part(rng, attrs, background, size, frames_per_part))
+        segments.append({"start": start, "end": start + PART_SECONDS, "text": _caption(rng, attrs)})
+        if silent:
+            continue
         wave = _tone(rng, attrs["pitch"], PART_SECONDS)
         spoken = _spoken(attrs["word"]) if attrs["word"] else None
         if spoken is not None:
@@ -210,10 +228,10 @@ def make_clip(seed: int, split: str, index: int, size: int = 64, speech: bool | 
             transcript.append({"start": start + at / SAMPLE_RATE, "end": start + (at + len(spoken)) / SAMPLE_RATE,
                                "text": attrs["word"]})
         audio.append(wave)
-        segments.append({"start": start, "end": start + PART_SECONDS, "text": _caption(rng, attrs)})
 
     caption = ", then ".join(s["text"] for s in segments)
-    data = encode_clip(np.concatenate(video), FPS, np.clip(np.concatenate(audio), -1, 1), SAMPLE_RATE)
+    sound = np.clip(np.concatenate(audio), -1, 1) if audio else None
+    data = encode_clip(np.concatenate(video), FPS, sound, SAMPLE_RATE)
     return VideoExample(
         id=f"synth-{split}-{index:06d}",
         video=data,
@@ -224,7 +242,8 @@ def make_clip(seed: int, split: str, index: int, size: int = 64, speech: bool | 
         transcript=transcript,
         segments=segments,
         metadata={"source": "synth", "split": split, "attributes": parts[0], "parts": parts,
-                  "two_part": num_parts == 2, "speech": any(p["word"] for p in parts), "seed": seed, "index": index},
+                  "two_part": num_parts == 2, "silent": silent, "speech": any(p["word"] for p in parts),
+                  "seed": seed, "index": index},
     )
 
 
@@ -275,6 +294,7 @@ def generate_corpus(out_dir: str, num: int = 2000, heldout: int = 200, seed: int
         "part_seconds": PART_SECONDS,
         "sample_rate": SAMPLE_RATE,
         "two_part_fraction": TWO_PART_FRACTION,
+        "silent_fraction": SILENT_FRACTION,
         "speech": speech,
         "attributes": {k: list(v) for k, v in ATTRIBUTES.items()},
         "heldout_combos": [dict(zip(COMBO_KEYS, c)) for c in HELDOUT_COMBOS],

@@ -1,8 +1,10 @@
 """The demo, reduced to CI size: it must learn from the video and the audio, and the ablations must show it.
 
-Same code path as `make demo` (pegasus_jax/demo.py): corpus generation, training, captioning held-out
-attribute combinations, the no-audio ablation, gist and chapters, the JSON report. Fewer clips and
-steps than the full demo, so only the attributes it learns within this budget are asserted.
+Same code path and corpus as `make demo` (pegasus_jax/demo.py): corpus generation, training, captioning
+held-out attribute combinations, the three ablations, gist and chapters, the PyTorch export, the JSON
+report. 800 steps (the full demo: 1800) at one learning rate for the whole model; the demo's
+warmup-stable-decay schedule, whose long stretch at the peak rate is what lets direction be learned this
+early (README, "The demo").
 """
 import json
 import os
@@ -15,15 +17,12 @@ from data_pipelines import synth
 pytestmark = pytest.mark.slow
 
 REDUCED = {
-    "data.synth_clips": "600",
-    "train.steps": "320",
-    "train.max_seconds": "300",
-    "train.checkpoint_every": "320",
+    "train.steps": "800",
+    "train.max_seconds": "900",  # a guard only: 800 steps take ~240 s here
+    "train.checkpoint_every": "800",
     "train.eval_every": "0",
     "demo.eval_clips": "48",
-    # The full demo's 3x video-encoder rate needs its 1800 steps: at 320 it left colour without the audio at
-    # 48% (asserted below: >= 55%) and shape at 44%; one rate for the whole model, as here, gives 71% and 52%.
-    "train.lr_mults": "()",
+    "train.lr_mults": "()",  # the full demo's 3x video-encoder rate needs its 1800 steps
 }
 
 
@@ -46,28 +45,40 @@ def test_report_has_the_fixed_fields(report):
     assert report["loss"]["last"] < report["loss"]["first"] / 4
 
 
-def test_colour_shape_and_pitch_are_learned_on_unseen_combinations(report):
+# Measured with seeds 0, 1 and 2 (each its own corpus, initialisation and data order; CI runs seed 0):
+# colour 100/100/100%, shape 64.6/75.0/79.2%, direction 93.8/77.1/95.8%, pitch 100/100/100%; audio removed:
+# pitch 0/0/0% (no tone named), colour 100/100/100%; motion removed: direction 16.7/18.8/20.8%.
+
+
+def test_every_attribute_is_learned_on_unseen_combinations(report):
     acc, chance = report["accuracy"], report["chance"]
     assert acc["colour"] >= chance["colour"] + 0.4, acc
     assert acc["pitch"] >= chance["pitch"] + 0.4, acc
-    # Shape is half learned at this budget (52%; 46-65% in eight variants of batch, steps, pooling and
-    # tower depth; chance 25%); guessing reaches 20 of 48 clips (41.7%) less than once in 100 tries.
+    assert acc["direction"] >= chance["direction"] + 0.3, acc
+    # guessing reaches 20 of 48 clips (41.7%) less than once in 100 tries
     assert acc["shape"] >= 20 / 48, acc
 
 
 def test_removing_the_audio_drops_pitch_to_near_chance(report):
-    pitch = report["ablation"]["no_audio"]["pitch"]
-    assert pitch <= report["chance"]["pitch"] + 0.2, report["ablation"]
-    assert report["accuracy"]["pitch"] - pitch >= 0.3
+    no_audio = report["ablation"]["no_audio"]
+    assert no_audio["pitch"] <= report["chance"]["pitch"] + 0.2, report["ablation"]
+    assert report["accuracy"]["pitch"] - no_audio["pitch"] >= 0.3
     # colour is read from the video: it stays far above chance without the audio
-    assert report["ablation"]["no_audio"]["colour"] >= report["chance"]["colour"] + 0.3
+    assert no_audio["colour"] >= report["chance"]["colour"] + 0.4, report["ablation"]
+
+
+def test_removing_the_motion_drops_direction_to_near_chance(report):
+    direction = report["ablation"]["no_motion"]["direction"]
+    assert direction <= report["chance"]["direction"] + 0.2, report["ablation"]
+    assert report["accuracy"]["direction"] - direction >= 0.3, report["ablation"]
 
 
 def test_no_motion_shows_the_middle_frame_where_position_does_not_tell_the_direction():
-    # The shape travels from 25% to 75% of the frame: in the first frame its position alone gives the
-    # direction away, in the middle frame it sits mid-path whichever way it moves.
+    # In the built-in clips a shape passes its path's midpoint exactly at the middle frame (test_synth checks
+    # that this frame is the same for all four directions); the first frame would give the direction away.
     from flax import nnx
 
+    from data_pipelines.video import sample_frames
     from pegasus_jax import config as cfg
     from pegasus_jax.infer.video_input import SegmentEncoder
     from pegasus_jax.models.pegasus import Pegasus
@@ -77,14 +88,13 @@ def test_no_motion_shows_the_middle_frame_where_position_does_not_tell_the_direc
     shown = []
     encode = encoder._encode
     encoder._encode = lambda state, batch, pool: shown.append(batch["frames"][0, 0].copy()) or encode(state, batch, pool)
-    clip = next(c for c in (synth.make_clip(0, "heldout", i, speech=False) for i in range(40))
-                if c.metadata["attributes"]["direction"] == "right" and c.metadata["attributes"]["colour"] == "red")
+    clip = synth.make_clip(0, "heldout", 0, speech=False)
     encoder.encode_bytes(clip.video)
     frames = np.concatenate(shown)
     assert len(shown) == 2 and (frames == frames[0]).all()  # both segments, every frame: one still
-    red = (frames[0, ..., 0].astype(int) > 150) & (frames[0, ..., 1] < 100)
-    centre_x = np.nonzero(red)[1].mean() / red.shape[1]
-    assert abs(centre_x - 0.5) < 0.06, centre_x  # mid-path (the first frame has it at ~0.28)
+    size = config.model.vision.image_size
+    (middle, first), _ = sample_frames(clip.video, [clip.duration / 2, 0.0], size)
+    assert (frames[0] == middle).all() and not (frames[0] == first).all()
 
 
 def test_gist_and_chapters_parse_with_times_inside_the_clip(report):

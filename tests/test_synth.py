@@ -37,7 +37,7 @@ def test_counts_layout_and_corpus_json(corpus):
 def test_examples_are_consistent(corpus):
     out, _ = corpus
     heldout = {tuple(c) for c in synth.HELDOUT_COMBOS}
-    two_part = 0
+    two_part = silent_clips = 0
     for split in ("train", "heldout"):
         for ex in read_all(os.path.join(out, split)):
             parts = ex.metadata["parts"]
@@ -51,12 +51,19 @@ def test_examples_are_consistent(corpus):
                 assert all(found[k] == part[k] for k in synth.COMBO_KEYS), (seg["text"], part)
             assert synth.attributes_from_text(ex.captions[0])["colour"] == parts[0]["colour"]
             answers = {t["text"] for t in ex.turns if t["role"] == "assistant"}
-            assert {p[k] for p in parts for k in synth.COMBO_KEYS} == answers - set(synth.ATTRIBUTES["word"])
+            assert {p[k] for p in parts for k in synth.COMBO_KEYS} - {None} == answers - set(synth.ATTRIBUTES["word"])
+            # a silent clip has no audio track, no pitch, and captions that name no tone
+            silent = ex.metadata["silent"]
+            assert not (silent and split == "heldout")
+            assert probe(ex.video).has_audio != silent and all((p["pitch"] is None) == silent for p in parts)
+            assert ("tone" in ex.captions[0]) != silent and not (silent and ex.transcript)
+            silent_clips += silent
             assert [t["role"] for t in ex.turns] == ["user", "assistant"] * (len(ex.turns) // 2)
             two_part += len(parts) == 2
             if ex.metadata["speech"]:
                 assert ex.transcript and ex.transcript[0]["text"] == parts[0]["word"]
     assert 3 <= two_part <= 20  # ~25% of 40 training clips; none held out
+    assert 1 <= silent_clips <= 10  # ~10% of 40 training clips; none held out
 
 
 def test_pixels_and_tone_show_the_labelled_attributes(corpus):
@@ -74,9 +81,24 @@ def test_pixels_and_tone_show_the_labelled_attributes(corpus):
         dx, dy = centres[1][0] - centres[0][0], centres[1][1] - centres[0][1]
         expect = synth.DIRECTION_VECTOR[attrs["direction"]]
         assert (np.sign(round(dx / 10)), np.sign(round(dy / 10))) == expect, (attrs, dx, dy)
+        if ex.metadata["silent"]:
+            continue
         audio = decode_audio(ex.video, 16000, 0.0, 1.0)
         peak = np.argmax(np.abs(np.fft.rfft(audio))) * 16000 / len(audio)
         assert abs(peak - synth.PITCH_HZ[attrs["pitch"]]) < 5, (attrs, peak)
+
+
+def test_the_middle_frame_does_not_tell_the_direction():
+    # The no-motion ablation shows a clip's middle frame: there the shape must sit where it would whichever
+    # way it moves (same random draws, four directions), while the first frame differs by direction.
+    background = np.zeros((64, 64, 3))
+    frames = 16
+    renders = [synth._render_part(np.random.default_rng(7), {"colour": "red", "shape": "circle", "direction": d},
+                                  background, 64, frames) for d in synth.ATTRIBUTES["direction"]]
+    middles = np.stack([r[frames // 2] for r in renders])
+    assert (middles == middles[0]).all()
+    firsts = np.stack([r[0] for r in renders])
+    assert len({f.tobytes() for f in firsts}) == 4
 
 
 def test_attributes_from_text():
