@@ -4,10 +4,10 @@
 2. train `configs/demo.py` for a bounded time, with checkpoints;
 3. caption every held-out clip (attribute *combinations* never seen in training) with the trained
    model and score each attribute parsed from the caption against the clip's truth, beside chance;
-4. the same with the audio removed (pitch should fall to chance), with the motion removed (every
-   frame is the clip's middle one, where a shape's position does not tell its direction: direction
-   should fall to chance) and with the temporal layers removed (the decoder also reads direction
-   from the order of the pooled frames);
+4. the same with the audio removed (pitch should fall to chance or below: the corpus has silent clips,
+   so without sound the model names no tone), with the motion removed (every frame is the clip's middle
+   one, where a shape's position does not tell its direction: direction should fall to chance) and with
+   the temporal layers removed (the decoder also reads direction from the order of the pooled frames);
 5. run `gist` and `summarize --type chapter` on a held-out video;
 6. export the checkpoint to PyTorch folders and run the whole model there, in a process that cannot
    import JAX: its logits and greedy caption of the held-out video against ours;
