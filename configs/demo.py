@@ -39,7 +39,7 @@ def get_config():
     c.train.lr_mults = (("video_encoder", 3.0),)
     # Warmup-stable-decay: shape 95.5% against 89.5% with cosine decay, everything else the same.
     c.train.schedule = "wsd"
-    c.train.max_seconds = 780.0  # 1800 steps take ~640 s on 2 cores: room for a slower machine
+    c.train.max_seconds = 780.0  # 1800 steps take 640-690 s on 2 cores: room for a slower machine
     c.train.eval_every, c.train.eval_batches = 200, 4
     c.demo = {"eval_clips": 200}
     return c

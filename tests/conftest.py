@@ -5,11 +5,19 @@ tokenizer, and one tiny training run on it (`reference`), made once per session 
 """
 import io
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent XLA compilation cache per session, made by the first process to load this file and
+# inherited by the xdist workers and every subprocess: the resume, launch and multi-process tests compile
+# the same tiny programs in process after process. Removed when that first process ends the session.
+_OWN_COMPILATION_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_COMPILATION_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="pegasus-jax-xla-cache-")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -18,6 +26,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_unconfigure(config):
+    if _OWN_COMPILATION_CACHE:
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 REFERENCE_STEPS = 40
 PEAK = 1e9  # a stated per-device peak makes MFU a pure function of FLOPs and step time

@@ -14,6 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def compile_cli(*args):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # one-off TPU programs: storing them costs time and disk
     return subprocess.run([sys.executable, "-m", "pegasus_jax.cli.main", "compile", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1500)
 
