@@ -32,6 +32,7 @@ def pytest_unconfigure(config):
     if _OWN_COMPILATION_CACHE:
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
+
 REFERENCE_STEPS = 40
 PEAK = 1e9  # a stated per-device peak makes MFU a pure function of FLOPs and step time
 
