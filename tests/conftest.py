@@ -1,8 +1,10 @@
 """Test session setup: 8 simulated CPU devices (sharding tests), fp32 matmuls, repo root importable.
 
 Shared by several test files: the `pegasus-jax` subprocess helpers, a small synthetic corpus with its
-tokenizer, and one tiny training run on it (`reference`), made once per session (per xdist worker).
+tokenizer, and one tiny training run on it (`reference`), each made once per session and shared by the
+xdist workers.
 """
+import fcntl
 import io
 import os
 import shutil
@@ -74,15 +76,35 @@ def audio_only():
     return buf.getvalue()
 
 
+def made_once(tmp_path_factory, name, make):
+    """The folder `make(path)` fills, made once per session: the first xdist worker to ask makes it under a
+    lock while the others wait, then all reuse it (the training tests and the task tests, which pytest
+    may send to different workers, need the same corpus and trained checkpoint)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above every worker's own
+    path, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
+            make(path)
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
     """A small synthetic corpus (64 train + 16 held-out clips) and its tokenizer."""
-    root = tmp_path_factory.mktemp("corpus")
-    out = cli("data", "synth", "--out", str(root), "--num", "64", "--heldout", "16", "--seed", "0")
-    assert out.returncode == 0, out.stderr
-    tok = cli("tokenizer", "train", "--input", str(root / "train" / "*.array_record"), "--vocab-size", "512",
-              "--out", str(root / "tok"))
-    assert tok.returncode == 0, tok.stderr
+    def make(root):
+        out = cli("data", "synth", "--out", str(root), "--num", "64", "--heldout", "16", "--seed", "0")
+        assert out.returncode == 0, out.stderr
+        tok = cli("tokenizer", "train", "--input", str(root / "train" / "*.array_record"), "--vocab-size", "512",
+                  "--out", str(root / "tok"))
+        assert tok.returncode == 0, tok.stderr
+
+    root = made_once(tmp_path_factory, "corpus", make)
     return {"train": str(root / "train" / "*.array_record"), "heldout": str(root / "heldout" / "*.array_record"),
             "tokenizer": str(root / "tok.model")}
 
@@ -91,8 +113,9 @@ def corpus(tmp_path_factory):
 def reference(corpus, tmp_path_factory):
     """One uninterrupted tiny training run (REFERENCE_STEPS steps, ~30 s on 2 cores): the training
     tests compare against it, the task and evaluation tests use it as the trained checkpoint."""
-    workdir = tmp_path_factory.mktemp("reference")
-    run = cli("train", "--config", "configs/tiny.py", "--workdir", str(workdir), *reference_flags(corpus),
-              env=cpu_env())
-    assert run.returncode == 0, run.stderr[-3000:]
-    return workdir
+    def make(workdir):
+        run = cli("train", "--config", "configs/tiny.py", "--workdir", str(workdir), *reference_flags(corpus),
+                  env=cpu_env())
+        assert run.returncode == 0, run.stderr[-3000:]
+
+    return made_once(tmp_path_factory, "reference", make)
