@@ -82,6 +82,24 @@ def test_new_seed_length_or_stop_within_a_bucket_does_not_recompile(api):
     assert type(m.generator)._decode_chunk._cache_size() == compiled
 
 
+def test_decoding_updates_the_kv_cache_in_place(api):
+    # Both decoding calls take the cache donated: the caller's buffers are consumed, not copied, so a
+    # long cache is never held twice.
+    m, _ = api
+    g = m.generator
+    prompt = jnp.asarray([m._prompt("Describe the video.")], jnp.int32)
+    empty = (jnp.zeros((1, 0, g.width), g.dtype), jnp.zeros((1, 0), bool))
+    logits, cache, position = g._prefill(g.state, *empty, prompt, jnp.ones_like(prompt, bool), prompt.shape[1] + 16)
+    greedy = SamplingParams(max_new_tokens=8)
+    chunk = g._decode_chunk(g.state, cache, logits, position, jnp.zeros((1,), bool), greedy, 8,
+                            jax.random.key_data(jax.random.key(0)))
+    assert all(x.is_deleted() for x in jax.tree.leaves(cache))
+    after_chunk, _, position, _, tokens, _ = chunk
+    _, after_step = g._step(g.state, after_chunk, tokens[:, -1], position)
+    assert all(x.is_deleted() for x in jax.tree.leaves(after_chunk))
+    assert int(after_step["index"]) == prompt.shape[1] + 9
+
+
 @pytest.mark.parametrize("task", ["gist", "chapter", "highlight", "user"])
 def test_schema_constrained_output_always_validates(api, task):
     m, video = api

@@ -54,14 +54,15 @@ class Generator:
         next_logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
         return next_logits, cache, mask.sum(axis=1).astype(jnp.int32)
 
-    @functools.partial(jax.jit, static_argnums=(0,))
+    # The KV cache is donated to each decoding call: updated in place, never held twice (callers rebind it).
+    @functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(2,))
     def _step(self, state, cache, token, position):
         model = self._model(state)
         x = model.decoder.embed(token[:, None])
         logits, cache = model.decoder(x, position[:, None], jnp.ones_like(token[:, None], bool), cache=cache)
         return logits[:, 0], cache
 
-    @functools.partial(jax.jit, static_argnums=(0, 6, 7))
+    @functools.partial(jax.jit, static_argnums=(0, 6, 7), donate_argnums=(2,))
     def _decode_chunk(self, state, cache, logits, position, done, params: SamplingParams, steps: int, key_data):
         def body(carry, key):
             cache, logits, position, done = carry
