@@ -158,6 +158,24 @@ def test_init_from_another_run_reports_what_was_loaded(corpus, reference, tmp_pa
     assert bad.returncode == 2 and "config.train.init_from: tensor" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_inference_restores_the_model_without_the_optimizer_state(reference):
+    from flax import nnx
+
+    from pegasus_jax.infer.checkpoint_loader import load
+    from pegasus_jax.train import checkpoint
+    from pegasus_jax.train.state import TrainSpec
+
+    model, config, _, step = load(str(reference))
+    spec = TrainSpec.create(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+    reader = lambda: checkpoint.manager(str(reference), None, read_only=True)  # Orbax: one handler per item
+    full, _, _ = checkpoint.restore(reader(), step, spec.abstract_state(), None)
+    model_only = checkpoint.restore_model(reader(), step, spec.abstract_state())
+    assert set(model_only) == {"params", "frozen", "rest"} and jax.tree.leaves(full["opt_state"])
+    same = lambda a, b: jax.tree.all(jax.tree.map(lambda x, y: bool((np.asarray(x) == np.asarray(y)).all()), a, b))
+    assert same(model_only, {k: full[k] for k in model_only})
+    assert same(nnx.state(model, nnx.Param).to_pure_dict(), full["params"])
+
+
 def test_eval_loss_and_gist_from_a_trained_checkpoint(corpus, reference, tmp_path):
     """The trained checkpoint serves `eval --benchmark loss` and the gist task through the CLI."""
     out = tmp_path / "eval"

@@ -46,8 +46,7 @@ def load(path: str, devices=None):
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
     mesh = sharding.make_mesh(config.mesh, devices or jax.devices()[:1])
     spec = TrainSpec.create(config, mesh)
-    state, _, _ = checkpoint.restore(checkpoint.manager(workdir, None, read_only=True), step,
-                                     spec.abstract_state(), None)
+    state = checkpoint.restore_model(checkpoint.manager(workdir, None, read_only=True), step, spec.abstract_state())
     model = spec.model(state["params"], state["frozen"], state["rest"])
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = Tokenizer.load(tokenizer_file(meta, tmp))

@@ -92,6 +92,15 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: dict, data_i
     return restored[STATE], rng, restored[METADATA]
 
 
+def restore_model(mngr: ocp.CheckpointManager, step: int, abstract_state: dict) -> dict:
+    """Only the model's parts of the saved train state (params, frozen, rest), for inference: the
+    optimizer moments, twice the parameters' bytes, stay on disk."""
+    wanted = {k: abstract_state[k] for k in ("params", "frozen", "rest")}
+    args = ocp.args.PyTreeRestore(item=wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
+                                  partial_restore=True)
+    return mngr.restore(step, args=ocp.args.Composite(**{STATE: args}))[STATE]
+
+
 def resolve_checkpoint(path: str) -> tuple[str, int]:
     """`--checkpoint` accepts a training workdir (its latest complete step) or one step's folder.
 
