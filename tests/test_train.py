@@ -171,9 +171,8 @@ def test_inference_restores_the_model_without_the_optimizer_state(reference):
     full, _, _ = checkpoint.restore(reader(), step, spec.abstract_state(), None)
     model_only = checkpoint.restore_model(reader(), step, spec.abstract_state())
     assert set(model_only) == {"params", "frozen", "rest"} and jax.tree.leaves(full["opt_state"])
-    same = lambda a, b: jax.tree.all(jax.tree.map(lambda x, y: bool((np.asarray(x) == np.asarray(y)).all()), a, b))
-    assert same(model_only, {k: full[k] for k in model_only})
-    assert same(nnx.state(model, nnx.Param).to_pure_dict(), full["params"])
+    assert jax.tree.all(jax.tree.map(np.array_equal, model_only, {k: full[k] for k in model_only}))
+    assert jax.tree.all(jax.tree.map(np.array_equal, nnx.state(model, nnx.Param).to_pure_dict(), full["params"]))
 
 
 def test_eval_loss_and_gist_from_a_trained_checkpoint(corpus, reference, tmp_path):
