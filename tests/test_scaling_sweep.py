@@ -77,16 +77,19 @@ def write_metrics(workdir, records):
 def test_collect_from_metrics_files(tmp_path):
     points = sweep.plan(sweep.load_sweep(write_sweep(tmp_path, widths=(32, 64), steps=(6,))), str(tmp_path))
     a, b = points
-    # Point a: a resumed run re-logged step 4 (the later record wins); the trainer logged "tokens".
+    # Point a: a resumed run re-logged step 4 (the later record wins); the trainer logged the real
+    # cumulative "tokens" and "train_flops".
     write_metrics(a["workdir"], [{"step": 2, "loss": 5.0}, {"step": 4, "loss": 9.0}, {"step": 4, "loss": 4.0},
-                                 {"step": 6, "loss": 3.0, "tokens": 1234}, {"step": 6, "eval_loss": 2.0}])
-    # Point b: no "tokens": D = steps x batch x decoder sequence length.
+                                 {"step": 6, "loss": 3.0, "tokens": 1234, "train_flops": 5.5e9},
+                                 {"step": 6, "eval_loss": 2.0}])
+    # Point b: no "tokens" nor "train_flops": D = steps x batch x decoder sequence length, C = padded FLOPs.
     write_metrics(b["workdir"], [{"step": 2, "loss": 6.0}, {"step": 4, "loss": 5.0}, {"step": 6, "loss": 4.5}])
     row_a, row_b = (sweep.collect(p, loss_window=2) for p in points)
     config = a["config"]
     assert row_a["loss"] == (4.0 + 3.0) / 2 and row_a["steps"] == 6 and row_a["D"] == 1234.0
     assert row_a["N"] == param_counts(config)["non_embedding"]
-    assert row_a["C"] == flops_per_example(config)["total_train"] * 6 * config.train.batch_size
+    assert row_a["C"] == 5.5e9 and row_a["C_source"] == "metrics train_flops"
+    assert row_b["C"] == flops_per_example(b["config"])["total_train"] * 6 * b["config"].train.batch_size
     assert row_b["D"] == 6 * b["config"].train.batch_size * decoder_sequence_length(b["config"])
     assert row_b["loss"] == (5.0 + 4.5) / 2 and row_b["overrides"]["model.decoder.width"] == "64"
     assert sweep.collect({**a, "workdir": str(tmp_path / "nothing")}, 2) is None

@@ -10,9 +10,12 @@ A sweep file (configs/scaling/<name>.py) defines `get_sweep()` returning a Confi
   overrides           ((dotted config field, value), ...) applied to every point (pairs: a
                       ConfigDict refuses dotted keys)
 
-Collected runs (WORKDIR/runs.jsonl): N = non-embedding parameters (flops.param_counts), D = training
-tokens (the trainer's cumulative "tokens" metric, else steps x batch x decoder sequence length),
-C = train FLOPs per example (flops.py) x examples seen, loss.
+Collected runs (WORKDIR/runs.jsonl): N = non-embedding parameters (flops.param_counts); D = training
+tokens: the trainer's cumulative "tokens" metric, the real decoder positions it trained on (padding
+not counted, flops.work_of_batch), else (a run that logged none) steps x batch x the padded decoder
+sequence length, an upper bound; C = training FLOPs: the trainer's cumulative "train_flops" metric
+(real content, flops.train_flops_of_work), else train FLOPs per example at the padded maximum shape
+x examples seen; loss. "D_source" and "C_source" say which.
 """
 from __future__ import annotations
 
@@ -192,12 +195,16 @@ def collect(point: dict, loss_window: int) -> dict | None:
     examples = final * config.train.batch_size
     if "tokens" in records[final]:
         tokens, source = float(records[final]["tokens"]), "metrics tokens"
-    else:
+    else:  # padding counted: an upper bound on the real tokens
         tokens, source = float(examples * decoder_sequence_length(config)), "steps x batch x sequence length"
+    if "train_flops" in records[final]:
+        compute, c_source = float(records[final]["train_flops"]), "metrics train_flops"
+    else:  # padding counted: an upper bound on the real FLOPs
+        compute, c_source = flops_per_example(config)["total_train"] * examples, "examples x padded FLOPs per example"
     counts = param_counts(config)
     return {
         "name": point["name"], "N": counts["non_embedding"], "N_total": counts["total"], "D": tokens,
-        "D_source": source, "C": flops_per_example(config)["total_train"] * examples,
+        "D_source": source, "C": compute, "C_source": c_source,
         "loss": sum(losses) / len(losses), "steps": final, "examples": examples,
         "overrides": point["overrides"],
     }

@@ -3,6 +3,9 @@
 Gradient accumulation splits the per-step batch into `grad_accum` micro-batches and sums their
 gradients in a `lax.scan`, weighting each by its answer-token count so the result equals one big
 batch. A non-finite loss or gradient skips the update (params and moments unchanged) and counts it.
+
+metrics["work"] holds the real content of the whole step batch (all micro-batches), global sums
+computed on device (pegasus_jax.scaling.flops.work_of_batch): what MFU and tokens/s count.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from pegasus_jax.models.pegasus import cross_entropy_loss
+from pegasus_jax.scaling.flops import work_of_batch
 from pegasus_jax.sharding import activation_sharding, batch_sharding
 from pegasus_jax.train.optimizer import learning_rate_schedule
 from pegasus_jax.train.state import TrainSpec
@@ -54,7 +58,7 @@ def make_train_step(spec: TrainSpec, batch_shapes: dict):
                          opt_state=keep(opt_state, state["opt_state"]),
                          nan_skips=state["nan_skips"] + (~finite).astype(jnp.int32))
         metrics = {"loss": loss, "grad_norm": grad_norm, "loss_tokens": tokens, "finite": finite,
-                   "learning_rate": _current_lr(spec, state["step"])}
+                   "learning_rate": _current_lr(spec, state["step"]), "work": work_of_batch(spec.config, batch)}
         return new_state, metrics
 
     state_sh = spec.shardings()
