@@ -47,15 +47,15 @@ def corpus_seed(seed: int, corpus: int) -> int:
     return (seed * 1_000_003 + corpus * 7_919_000) % 2**32
 
 
-def mixture_dataset(config, tokenizer, process_index: int, process_count: int) -> grain.MapDataset:
+def mixture_dataset(config, tokenizer, slot) -> grain.MapDataset:
+    """`slot`: the pipeline's ReadSlot (which share of every corpus this process reads)."""
     from data_pipelines.example_transform import media_cache
     from data_pipelines.pipeline import corpus_dataset
 
     parts = parse_mixture(config.data.mixture)
     # corpora over the same records (one corpus, several task weights) decode each record once
     caches = {pattern: media_cache(config) for pattern, _, _ in parts}
-    datasets = [corpus_dataset(pattern, config, tokenizer, process_index, process_count,
-                               seed=corpus_seed(config.data.shuffle_seed, i), shuffle=True, num_epochs=None, kind=kind,
-                               cache=caches[pattern])
+    datasets = [corpus_dataset(pattern, config, tokenizer, slot, seed=corpus_seed(config.data.shuffle_seed, i),
+                               shuffle=True, num_epochs=None, kind=kind, cache=caches[pattern])
                 for i, (pattern, _, kind) in enumerate(parts)]
     return grain.MapDataset.mix(datasets, [w for _, w, _ in parts])

@@ -1,16 +1,19 @@
 """Grain pipelines from record shards to batches of the `data_pipelines/batch.py` contract.
 
     ArrayRecordDataSource(shards)                                   MapDataset of record bytes
-    -> ProcessShard: global shuffle (seed + epoch, every epoch anew), this process's disjoint slice,
+    -> ReadShard: global shuffle (seed + epoch, every epoch anew), this slot's disjoint slice,
        epochs repeated; elements (epoch, record index, bytes)
     -> map ExampleTransform (decode + tokenize; bad input becomes a marker, never an exception)
        [data.mixture: one such dataset per corpus, combined by MapDataset.mix with the weights]
     -> to_iter_dataset (2 reader threads)  -> mp_prefetch (data.num_workers processes; 0 = in-process)
-    -> BucketBatcher (main process): counts/skips bad records, batches train.batch_size //
-       process_count examples, pads text to the smallest data.length_buckets entry that fits.
+    -> BucketBatcher (main process): counts/skips bad records, batches the slot's batch_size examples,
+       pads text to the smallest data.length_buckets entry that fits.
 
-Each epoch every process gets len // process_count records (the same count everywhere, so processes
-step in lockstep; the few left over differ per epoch). Within an epoch no record repeats.
+A `ReadSlot` says which share of the corpus a process reads and how many records a step takes. The
+trainer derives it from the batch sharding (pegasus_jax/train/batch_layout.py): processes that feed
+the same batch rows (model-parallel partners on different hosts) get the same slot and so read the
+same records. Each epoch every slot gets len // slot count records (the same count everywhere, so
+processes step in lockstep; the few left over differ per epoch). Within an epoch no record repeats.
 
 Checkpointing: the returned iterator is a grain DatasetIterator whose JSON state holds the Grain
 position (mixture included) and the bad-record counts. Save it as an Orbax item with
@@ -18,11 +21,12 @@ position (mixture included) and the bad-record counts. Save it as an Orbax item 
 (handler: grain.checkpoint.CheckpointHandler, one JSON file per process); restoring continues at
 the exact next example. `checkpoint_args_save/restore` return those args.
 
-Eval iterators read data.path once, in order, and pad (per process to equal counts, and the last
+Eval iterators read data.path once, in order, and pad (per slot to equal counts, and the last
 batch) with all-masked examples, so every record is scored once.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 
@@ -37,30 +41,42 @@ from pegasus_jax.errors import UserError
 READ_THREADS = 2
 
 
-class ProcessShard(grain.MapDataset):
-    """Index i -> (epoch, record index, record bytes): epoch = i // per_epoch, then this process's
-    (i % per_epoch)-th record of that epoch's global permutation. `pad` (eval) rounds the per-process
+@dataclasses.dataclass(frozen=True)
+class ReadSlot:
+    """Share `index` of `count` disjoint shares of every epoch, `batch_size` records per step."""
+
+    index: int = 0
+    count: int = 1
+    batch_size: int | None = None  # None: the whole config.train.batch_size (one slot reads it all)
+
+    def records_per_step(self, config) -> int:
+        return config.train.batch_size if self.batch_size is None else self.batch_size
+
+
+class ReadShard(grain.MapDataset):
+    """Index i -> (epoch, record index, record bytes): epoch = i // per_epoch, then this slot's
+    (i % per_epoch)-th record of that epoch's global permutation. `pad` (eval) rounds the per-slot
     count up and yields (0, -1, None) past the end."""
 
-    def __init__(self, parent: grain.MapDataset, process_index: int, process_count: int, *, seed: int,
-                 shuffle: bool, num_epochs: int | None, pad: bool = False):
+    def __init__(self, parent: grain.MapDataset, slot: ReadSlot, *, seed: int, shuffle: bool,
+                 num_epochs: int | None, pad: bool = False):
         super().__init__(parent)
         self.n = len(parent)
-        self.pi, self.pc, self.seed, self.shuffle = process_index, process_count, seed, shuffle
-        self.per_epoch = math.ceil(self.n / process_count) if pad else self.n // process_count
+        self.index, self.count, self.seed, self.shuffle = slot.index, slot.count, seed, shuffle
+        self.per_epoch = math.ceil(self.n / slot.count) if pad else self.n // slot.count
         self.num_epochs = num_epochs
 
     def __len__(self) -> int:
         return sys.maxsize if self.num_epochs is None else self.per_epoch * self.num_epochs
 
     def __str__(self) -> str:
-        return f"ProcessShard({self.pi}/{self.pc}, per_epoch={self.per_epoch})"
+        return f"ReadShard({self.index}/{self.count}, per_epoch={self.per_epoch})"
 
     def __getitem__(self, index):
         if isinstance(index, slice):
             return self.slice(index)
         epoch, j = divmod(index, self.per_epoch)
-        g = self.pi + j * self.pc
+        g = self.index + j * self.count
         if g >= self.n:
             return (0, -1, None)
         if self.shuffle:
@@ -123,33 +139,16 @@ class BatchIterator(grain.DatasetIterator):
         return self.bad_log.stats()
 
 
-def process_slot(process_index: int | None, process_count: int | None) -> tuple[int, int]:
-    if process_index is None or process_count is None:
-        import jax
-
-        process_index = jax.process_index() if process_index is None else process_index
-        process_count = jax.process_count() if process_count is None else process_count
-    return process_index, process_count
-
-
-def local_batch_size(config, process_count: int) -> int:
-    b = config.train.batch_size
-    if b % process_count:
-        raise UserError(f"config.train.batch_size={b} is not divisible by the {process_count} processes")
-    return b // process_count
-
-
-def corpus_dataset(pattern: str, config, tokenizer, process_index: int, process_count: int, *, seed: int,
-                   shuffle: bool, num_epochs: int | None, pad: bool = False, kind: str = "video",
-                   cache=None) -> grain.MapDataset:
-    """One corpus: shards -> this process's records (shuffled per epoch) -> examples or bad markers."""
+def corpus_dataset(pattern: str, config, tokenizer, slot: ReadSlot, *, seed: int, shuffle: bool,
+                   num_epochs: int | None, pad: bool = False, kind: str = "video", cache=None) -> grain.MapDataset:
+    """One corpus: shards -> this slot's records (shuffled per epoch) -> examples or bad markers."""
     from data_pipelines.records import list_shards
 
     source = grain.sources.ArrayRecordDataSource(list_shards(pattern))
-    if len(source) < process_count:
-        raise UserError(f"{pattern}: {len(source)} records cannot feed {process_count} processes")
-    shard = ProcessShard(grain.MapDataset.source(source), process_index, process_count, seed=seed, shuffle=shuffle,
-                         num_epochs=num_epochs, pad=pad)
+    if len(source) < slot.count:
+        raise UserError(f"{pattern}: {len(source)} records cannot feed {slot.count} data-parallel groups")
+    shard = ReadShard(grain.MapDataset.source(source), slot, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+                      pad=pad)
     return shard.map(ExampleTransform(config, tokenizer, kind, cache))
 
 
@@ -175,33 +174,29 @@ def _batches(examples: grain.MapDataset, config, batch_size: int, pad_example: d
     return iter(BucketBatcher(ds, batch_size, buckets, config.data.max_bad_ratio, pad_example))
 
 
-def make_train_iterator(config, tokenizer, process_index: int | None = None,
-                        process_count: int | None = None) -> BatchIterator:
-    """Endless batches for this process: config.data.mixture when set, else config.data.path."""
+def make_train_iterator(config, tokenizer, slot: ReadSlot = ReadSlot()) -> BatchIterator:
+    """Endless batches for one read slot: config.data.mixture when set, else config.data.path."""
     tokenizer.check_fits(config.model.decoder.vocab_size)
-    pi, pc = process_slot(process_index, process_count)
     if config.data.mixture:
         from data_pipelines.mixture import mixture_dataset
 
-        examples = mixture_dataset(config, tokenizer, pi, pc)
+        examples = mixture_dataset(config, tokenizer, slot)
     else:
         if not config.data.path:
             raise UserError("config.data.path: no training records given")
-        examples = corpus_dataset(config.data.path, config, tokenizer, pi, pc, seed=config.data.shuffle_seed,
+        examples = corpus_dataset(config.data.path, config, tokenizer, slot, seed=config.data.shuffle_seed,
                                   shuffle=True, num_epochs=None)
-    return _batches(examples, config, local_batch_size(config, pc), None)
+    return _batches(examples, config, slot.records_per_step(config), None)
 
 
-def make_eval_iterator(config, tokenizer, process_index: int | None = None,
-                       process_count: int | None = None) -> BatchIterator:
+def make_eval_iterator(config, tokenizer, slot: ReadSlot = ReadSlot()) -> BatchIterator:
     """One ordered pass over config.data.path; padded so every record is scored exactly once."""
     tokenizer.check_fits(config.model.decoder.vocab_size)
-    pi, pc = process_slot(process_index, process_count)
     if not config.data.path:
         raise UserError("config.data.path: no evaluation records given")
-    examples = corpus_dataset(config.data.path, config, tokenizer, pi, pc, seed=0, shuffle=False, num_epochs=1,
+    examples = corpus_dataset(config.data.path, config, tokenizer, slot, seed=0, shuffle=False, num_epochs=1,
                               pad=True)
-    return _batches(examples, config, local_batch_size(config, pc), empty_example(config))
+    return _batches(examples, config, slot.records_per_step(config), empty_example(config))
 
 
 def stats(iterator: BatchIterator) -> dict:
@@ -211,16 +206,6 @@ def stats(iterator: BatchIterator) -> dict:
 
 def bad_record_count(iterator: BatchIterator) -> int:
     return iterator.stats()["bad_total"]
-
-
-def to_global_batch(batch: dict[str, np.ndarray], mesh, axis_rules) -> dict:
-    """Each process's local batch -> global jax.Arrays sharded over the mesh's batch axes."""
-    import jax
-
-    from pegasus_jax.sharding import batch_sharding
-
-    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, axis_rules, v.ndim), v)
-            for k, v in batch.items()}
 
 
 def checkpoint_args_save(iterator: BatchIterator):

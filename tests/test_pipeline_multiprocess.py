@@ -28,9 +28,13 @@ def worker(process_id: int, port: int, train: str, tok_path: str, workdir: str) 
     from data_pipelines.tokenizer import Tokenizer
     from pegasus_jax import config as cfg
     from pegasus_jax import sharding
+    from pegasus_jax.train.batch_layout import BatchLayout
 
     c = cfg.get("tiny", data__path=train, data__isolate_decode=False, train__batch_size=8)
     tok = Tokenizer.load(tok_path)
+    mesh = sharding.make_mesh(c.mesh)  # data=-1: one data-parallel group per process
+    layout = BatchLayout.create(mesh, c.mesh.axis_rules, c.train.batch_size)
+    slot = layout.read_slot
 
     def take(it, n):
         out = []
@@ -38,21 +42,20 @@ def worker(process_id: int, port: int, train: str, tok_path: str, workdir: str) 
             out.append((next(it), list(it.last_ids)))
         return out
 
-    epoch = take(pipeline.make_train_iterator(c, tok), NUM // 8)
-    it = pipeline.make_train_iterator(c, tok)
+    epoch = take(pipeline.make_train_iterator(c, tok, slot), NUM // 8)
+    it = pipeline.make_train_iterator(c, tok, slot)
     take(it, 1)
     with ocp.CheckpointManager(os.path.join(workdir, "ckpt")) as mngr:
         mngr.save(1, args=ocp.args.Composite(data=pipeline.checkpoint_args_save(it)))
         mngr.wait_until_finished()
     reference = take(it, 3)
-    fresh = pipeline.make_train_iterator(c, tok)
+    fresh = pipeline.make_train_iterator(c, tok, slot)
     with ocp.CheckpointManager(os.path.join(workdir, "ckpt")) as mngr:
         mngr.restore(1, args=ocp.args.Composite(data=pipeline.checkpoint_args_restore(fresh)))
     resumed = take(fresh, 3)
     same = all(a[1] == b[1] and all(np.array_equal(a[0][k], b[0][k]) for k in a[0]) for a, b in zip(reference, resumed))
-    mesh = sharding.make_mesh(c.mesh)
-    global_batch = pipeline.to_global_batch(epoch[0][0], mesh, c.mesh.axis_rules)
-    result = {"epoch_ids": [i for _, ids in epoch for i in ids], "local_batch": epoch[0][0]["tokens"].shape[0],
+    global_batch = layout.to_global(epoch[0][0])
+    result = {"epoch_ids": [i for _, ids in epoch for i in ids], "local_batch": epoch[0][0]["tokens"].shape[0], "slot": [slot.index, slot.count],
               "global_batch": global_batch["frames"].shape[0], "resume_exact": bool(same),
               "resumed_ids": [ids for _, ids in resumed],
               "state_files": sorted(os.listdir(os.path.join(workdir, "ckpt", "1", "data")))}
@@ -96,6 +99,7 @@ def test_two_processes_split_each_epoch_and_resume(corpus, tmp_path):
     assert not set(results[0]["epoch_ids"]) & set(results[1]["epoch_ids"])
     for r in results:
         assert r["resume_exact"] and r["local_batch"] == 4 and r["global_batch"] == 8
+    assert [r["slot"] for r in results] == [[0, 2], [1, 2]]
         assert [f for f in r["state_files"] if f.endswith(".json")] == ["process_0-of-2.json", "process_1-of-2.json"]
     assert results[0]["resumed_ids"] != results[1]["resumed_ids"]
 

@@ -1,16 +1,19 @@
 """`pegasus-jax train`: the loop around the jitted step.
 
-Start-up order: join the processes, build the mesh, make sure a corpus and a tokenizer exist
-(the built-in corpus is generated into the workdir when config.data.path is unset), restore the
-latest complete checkpoint (or initialise, optionally from another run), then step. SIGTERM saves a
-checkpoint at the next step boundary and exits 0; SIGKILL loses at most the steps since the last save,
-and resuming replays them bit for bit (data iterator and RNG are part of the checkpoint).
+Start-up order: join the processes, build the mesh, derive which batch rows this process reads
+(batch_layout.py), make sure a corpus and a tokenizer exist (the built-in corpus is generated into
+the workdir when config.data.path is unset), restore the latest complete checkpoint (or initialise,
+optionally from another run's parameters), then step.
+
+Stopping early is one decision for the whole job (stop.py): SIGTERM on any host, max_seconds on any
+host's clock, or a preemption notice makes every process save the same step and exit 0. SIGKILL
+loses at most the steps since the last save, and resuming replays them bit for bit (data iterator
+and RNG are part of the checkpoint).
 """
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 
 import jax
@@ -19,27 +22,15 @@ from etils import epath
 
 from pegasus_jax import sharding
 from pegasus_jax.errors import UserError
-from pegasus_jax.scaling.flops import decoder_sequence_length, flops_per_step
+from pegasus_jax.scaling.flops import train_flops_of_work
 from pegasus_jax.train import checkpoint, distributed
-from pegasus_jax.train.metrics import MetricsWriter, peak_flops
+from pegasus_jax.train.batch_layout import BatchLayout
+from pegasus_jax.train.metrics import MetricsWriter, WorkMeter, peak_flops, throughput
 from pegasus_jax.train.state import TrainSpec, count_params
 from pegasus_jax.train.step import make_eval_step, make_train_step
+from pegasus_jax.train.stop import StopAgreement
 
 log = logging.getLogger("pegasus_jax.train")
-
-
-class _StopRequest:
-    """Turns SIGTERM into a flag the loop checks between steps."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
 
 
 def prepare_data(config, workdir: str) -> tuple[str, str, str | None]:
@@ -68,25 +59,37 @@ def prepare_data(config, workdir: str) -> tuple[str, str, str | None]:
 
 
 def initial_state(spec: TrainSpec, config, mngr, data_iter):
-    """Latest complete checkpoint of this run, else a fresh state (optionally from another run)."""
+    """(state, rng, cumulative work or None): the latest complete checkpoint of this run, else a fresh
+    state (optionally with another run's parameters)."""
     step = mngr.latest_step()
     if step is not None:
-        state, rng, _ = checkpoint.restore(mngr, step, spec.abstract_state(), data_iter)
+        state, rng, meta = checkpoint.restore(mngr, step, spec.abstract_state(), data_iter)
         log.info("resumed from step %d", step)
-        return state, rng
+        return state, rng, meta.get("work")
     state = spec.init_state(config.seed)
     if config.train.init_from:
         from pegasus_jax.train.init_from import load_into
 
         state, report = load_into(spec, state, config.train.init_from)
         log.info("initialised from %s: %s", config.train.init_from, report)
-    return state, jax.random.key(config.seed)
+    return state, jax.random.key(config.seed), None
 
 
-def train(config, workdir: str) -> dict:
+def use_compilation_cache(directory: str | None) -> None:
+    """XLA's persistent compilation cache (any path epath takes, gs:// included): a restarted job
+    loads its compiled step instead of compiling it again."""
+    if directory:
+        jax.config.update("jax_compilation_cache_dir", str(directory))
+
+
+def train(config, workdir: str, mesh=None) -> dict:
+    """Train to config.train.steps (or until the job agrees to stop); `mesh` overrides the config's."""
     distributed.initialize()
-    os.makedirs(workdir, exist_ok=True)
-    mesh = sharding.make_mesh(config.mesh)
+    use_compilation_cache(config.train.compilation_cache_dir)
+    stop = StopAgreement(config.train.max_seconds, config.train.stop_check_every)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
+    layout = BatchLayout.create(mesh, config.mesh.axis_rules, config.train.batch_size)
     spec = TrainSpec.create(config, mesh)
     train_glob, eval_glob, tokenizer_path = prepare_data(config, workdir)
 
@@ -101,24 +104,26 @@ def train(config, workdir: str) -> dict:
     if jax.process_count() > 1:
         # Every process must hand the same shapes to the global batch: one text length for all.
         data_cfg.data.length_buckets = (config.data.max_text_len,)
-    data_iter = pipeline.make_train_iterator(data_cfg, tokenizer)
+    data_iter = pipeline.make_train_iterator(data_cfg, tokenizer, layout.read_slot)
     mngr = checkpoint.manager(workdir, config.train)
-    state, rng = initial_state(spec, config, mngr, data_iter)
+    stop.checkpoint_manager = mngr  # from here on, JAX's preemption notices count too
+    state, rng, work_totals = initial_state(spec, config, mngr, data_iter)
+    meter = WorkMeter(work_totals)  # the tokens and frames really in the batches, for MFU and the sweep's D
     start = int(jax.device_get(state["step"]))
     meta = checkpoint.metadata(config, tokenizer_path, start)
 
     n_params = count_params(state["params"]) + count_params(state["frozen"])
-    log.info("params: %.3e (%.3e trainable), mesh %s", n_params, count_params(state["params"]), dict(mesh.shape))
-    step_flops = flops_per_step(config)
-    seq_len = decoder_sequence_length(config)  # decoder positions per example: "tokens" counts these
+    log.info("params: %.3e (%.3e trainable), mesh %s, %s", n_params, count_params(state["params"]),
+             dict(mesh.shape), layout.describe())
     peak, peak_source = peak_flops(config.train)
     writer = MetricsWriter(workdir, config.train.steps, start, enabled=distributed.is_main())
-    stop = _StopRequest()
-    step_fn = eval_fn = None
+    step_fn = None
+    eval_fn = _eval_runner(spec, data_cfg, tokenizer, eval_glob, layout) if eval_glob else None
+    nan_skips_seen = int(jax.device_get(state["nan_skips"]))
     profile = tuple(config.train.profile_steps)
     last = {}
     try:
-        started = time.perf_counter()
+        stop.start_clock()
         window_start, data_wait = time.perf_counter(), 0.0
         steps_in_window = 0
         for step in range(start, config.train.steps):
@@ -127,44 +132,44 @@ def train(config, workdir: str) -> dict:
             t0 = time.perf_counter()
             local = next(data_iter)
             data_wait += time.perf_counter() - t0
-            batch = pipeline.to_global_batch(local, mesh, config.mesh.axis_rules)
+            batch = layout.to_global(local)
             if step_fn is None:
                 step_fn = make_train_step(spec, batch)
             state, metrics = step_fn(state, batch)
+            meter.add(metrics["work"])
             steps_in_window += 1
             writer.advance()
             if profile and step + 1 == profile[1] and distributed.is_main():
                 jax.profiler.stop_trace()
             done = step + 1
-            if config.train.max_seconds and time.perf_counter() - started > config.train.max_seconds:
-                log.info("config.train.max_seconds=%s reached at step %d", config.train.max_seconds, done)
-                stop.requested = True
-            if done % config.train.log_every == 0 or done == config.train.steps or stop.requested:
+            stopping = stop.should_stop(done)
+            if done % config.train.log_every == 0 or done == config.train.steps or stopping:
                 metrics = jax.device_get(metrics)
-                if not metrics["finite"] and config.train.nan_policy == "stop":
-                    raise UserError(f"non-finite loss or gradient at step {done} (config.train.nan_policy=stop)")
+                nan_skips = int(jax.device_get(state["nan_skips"]))
+                if nan_skips > nan_skips_seen and config.train.nan_policy == "stop":
+                    raise UserError(f"non-finite loss or gradient in {nan_skips - nan_skips_seen} step(s) up to step "
+                                    f"{done} (config.train.nan_policy=stop)")
+                nan_skips_seen = nan_skips
                 elapsed = time.perf_counter() - window_start
-                step_time = elapsed / steps_in_window
+                totals = meter.totals()
                 last = {
                     "loss": float(metrics["loss"]), "learning_rate": float(metrics["learning_rate"]),
-                    "grad_norm": float(metrics["grad_norm"]), "step_time_s": step_time,
-                    "examples_per_s": config.train.batch_size / step_time,
-                    "tokens_per_s": config.train.batch_size * seq_len / step_time,
-                    "mfu": step_flops / step_time / peak,
+                    "grad_norm": float(metrics["grad_norm"]),
+                    **throughput(config, meter.take_window(), elapsed, steps_in_window, peak),
                     "data_wait_fraction": data_wait / elapsed,
                     "bad_records": pipeline.bad_record_count(data_iter),
-                    "nan_skips": int(jax.device_get(state["nan_skips"])),
-                    "tokens": done * config.train.batch_size * seq_len,
+                    "nan_skips": nan_skips,
+                    "tokens": totals["tokens"], "train_flops": train_flops_of_work(config, totals),
                 }
                 writer.write(done, last)
                 window_start, data_wait, steps_in_window = time.perf_counter(), 0.0, 0
-            if config.train.eval_every and done % config.train.eval_every == 0 and eval_glob:
-                eval_fn = eval_fn or _eval_runner(spec, data_cfg, tokenizer, eval_glob, mesh)
+            if eval_fn is not None and config.train.eval_every and done % config.train.eval_every == 0:
                 writer.write(done, {"eval_loss": eval_fn(state)})
-            if done % config.train.checkpoint_every == 0 or done == config.train.steps or stop.requested:
-                meta["step"] = done
+            if done % config.train.checkpoint_every == 0 or done == config.train.steps or stopping:
+                meta["step"], meta["work"] = done, meter.totals()
+                writer.flush()
                 checkpoint.save(mngr, done, state, data_iter, rng, meta, force=True)
-            if stop.requested:
+            if stopping:
                 log.info("stopping: saved step %d", done)
                 break
         mngr.wait_until_finished()
@@ -175,20 +180,25 @@ def train(config, workdir: str) -> dict:
     return {"final_step": int(jax.device_get(state["step"])), "peak_flops_source": peak_source, **last}
 
 
-def _eval_runner(spec, config, tokenizer, eval_glob, mesh):
+def _eval_runner(spec, config, tokenizer, eval_glob, layout):
+    """Held-out loss over config.train.eval_batches batches; the eval step is compiled once per run
+    (one text length, the longest bucket, so every eval batch has the same shapes)."""
     from data_pipelines import pipeline
 
+    cfg = config.copy_and_resolve_references()
+    cfg.data.path = eval_glob
+    cfg.data.length_buckets = (config.data.max_text_len,)
+    compiled = []
+
     def run(state):
-        cfg = config.copy_and_resolve_references()
-        cfg.data.path = eval_glob
         total, count = 0.0, 0.0
-        eval_step = None
-        for i, local in enumerate(pipeline.make_eval_iterator(cfg, tokenizer)):
+        for i, local in enumerate(pipeline.make_eval_iterator(cfg, tokenizer, layout.read_slot)):
             if i >= config.train.eval_batches:
                 break
-            batch = pipeline.to_global_batch(local, mesh, config.mesh.axis_rules)
-            eval_step = eval_step or make_eval_step(spec, batch)
-            nll, tokens = jax.device_get(eval_step(state, batch))
+            batch = layout.to_global(local)
+            if not compiled:
+                compiled.append(make_eval_step(spec, batch))
+            nll, tokens = jax.device_get(compiled[0](state, batch))
             total, count = total + float(nll), count + float(tokens)
         return total / max(count, 1.0)
 
