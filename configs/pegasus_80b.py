@@ -1,8 +1,10 @@
 """Pegasus 80B (Pegasus-1 scale): ViT-e-class frames, Whisper-large-class audio, a Llama-70B-shaped decoder.
 
     pegasus-jax compile --config configs/pegasus_80b.py --topology v5p-256
+    pegasus-jax compile --config configs/pegasus_80b.py --topology v5p-128 --num-slices 2
 
-Expected: ~76.8B parameters (decoder 70.6B) and the line `fits: yes`.
+Expected: ~76.8B parameters (decoder 70.6B) and the line `fits: yes`. The mesh axes below are per
+slice; with several slices mesh.dcn_data (-1) makes them data-parallel replicas over DCN.
 """
 from pegasus_jax.config import base_config
 

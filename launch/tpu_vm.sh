@@ -16,6 +16,8 @@
 #   --repo URL --ref REF       what `setup` clones on the workers (default: this checkout's origin, HEAD's branch)
 #   --no-follow                `train` returns after starting instead of following the logs
 #   --dry-run                  print every gcloud command, shell-quoted, instead of running it
+# One TPU VM name is one slice: this script does not create multi-slice jobs (several slices joined
+# over DCN); use launch/xpk.sh --num-slices N (or Cloud TPU queued resources) for those.
 # `train` starts the same command on all workers in the background (it survives ssh disconnects);
 # `stop` sends it SIGTERM, which saves a checkpoint and exits 0; `train` again resumes from it.
 set -euo pipefail

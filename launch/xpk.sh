@@ -15,6 +15,11 @@
 #   --dry-run: print the xpk command, shell-quoted, instead of running it
 # The workload's hosts find each other through the MEGASCALE_*/TPU_* environment XPK sets, which
 # `jax.distributed.initialize()` reads (pegasus_jax/train/distributed.py).
+# Multi-slice (--num-slices N > 1): every device reports its slice_index, so the trainer's mesh
+# (pegasus_jax/sharding.py) keeps mesh.data/fsdp/tensor inside each slice (ICI) and spreads only
+# mesh.dcn_data (default -1: all N slices, data parallel) and mesh.dcn_fsdp across slices (DCN);
+# nothing else needs passing. Check the layout fits first, from any machine:
+#   pegasus-jax compile --config FILE --topology TPU_TYPE --num-slices N
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
@@ -55,6 +60,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -n $cluster ]] || die "--cluster (or XPK_CLUSTER) is required"
 [[ -n $workload ]] || die "--workload (or XPK_WORKLOAD) is required"
+[[ $num_slices =~ ^[1-9][0-9]*$ ]] || die "--num-slices (or XPK_NUM_SLICES) must be an integer >= 1, got '$num_slices'"
 
 where=()
 [[ -n $project ]] && where+=(--project "$project")

@@ -129,6 +129,10 @@ def base_config() -> ml_collections.ConfigDict:
     t.stage = "pretrain"
     t.steps = 1000
     t.max_seconds = 0.0  # stop (with a checkpoint) once training has run this long; 0 = no limit
+    # Steps between the processes' agreements on stopping (SIGTERM on one host, max_seconds on one clock):
+    # one tiny all-reduce per check, read one check later so the host never waits on it.
+    t.stop_check_every = 1
+    t.compilation_cache_dir = ml_collections.FieldReference(None, field_type=str)  # XLA's persistent cache; gs:// ok
     t.batch_size = 8
     t.grad_accum = 1
     t.learning_rate = 3e-4
@@ -153,9 +157,17 @@ def base_config() -> ml_collections.ConfigDict:
     t.peak_flops = 0.0  # per-device peak FLOP/s for MFU; 0 -> chip table or measured CPU matmul peak
 
     me = c.mesh = ml_collections.ConfigDict()
-    me.data = -1  # -1 takes the devices the other axes leave
+    # ICI axes: sizes inside one slice (on one slice, of the whole mesh). The global mesh axis is ici x dcn.
+    me.data = -1  # -1 takes the devices of a slice the other axes leave
     me.fsdp = 1
     me.tensor = 1
+    # DCN axes: how the slices of a multi-slice job (devices' `slice_index`) split over data and fsdp.
+    # There is no dcn_tensor: tensor-parallel collectives run every layer and need ICI bandwidth.
+    me.dcn_data = -1  # -1 takes the slices dcn_fsdp leaves (1 on a single slice)
+    me.dcn_fsdp = 1
+    # A mesh that cannot follow the physical topology is an error; True lets JAX split physical torus
+    # axes between mesh axes, or else reshapes the device list, with a WARNING (sharding.make_mesh).
+    me.allow_split_physical_axes = False
     me.axis_rules = DEFAULT_AXIS_RULES
     return c
 
@@ -230,6 +242,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(config.train.stage != "instruct_lora" or m.lora.rank > 0, "config.model.lora.rank",
              "stage instruct_lora needs lora.rank > 0")
     _require(config.train.nan_policy in ("skip", "stop"), "config.train.nan_policy", "must be 'skip' or 'stop'")
+    _require(config.train.stop_check_every >= 1, "config.train.stop_check_every",
+             f"must be >= 1, got {config.train.stop_check_every}")
     _require(config.train.batch_size % config.train.grad_accum == 0, "config.train.grad_accum",
              f"{config.train.grad_accum} does not divide batch_size {config.train.batch_size}")
     for axis in ("data", "fsdp", "tensor"):
@@ -237,6 +251,15 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _require(size == -1 or size >= 1, f"config.mesh.{axis}", f"must be -1 or >= 1, got {size}")
     _require(sum(getattr(config.mesh, ax) == -1 for ax in ("data", "fsdp", "tensor")) <= 1, "config.mesh",
              "at most one axis may be -1")
+    for axis in ("dcn_data", "dcn_fsdp"):
+        size = getattr(config.mesh, axis)
+        _require(size == -1 or size >= 1, f"config.mesh.{axis}",
+                 f"must be -1 or >= 1, got {size!r}")
+    _require(not (config.mesh.dcn_data == -1 and config.mesh.dcn_fsdp == -1), "config.mesh",
+             "at most one of dcn_data, dcn_fsdp may be -1")
+    # Tensor parallelism over DCN is not offered: its collectives run in every layer and need ICI bandwidth.
+    _require("dcn_tensor" not in config.mesh, "config.mesh.dcn_tensor",
+             "tensor parallelism across slices is not offered (its per-layer collectives need ICI bandwidth)")
     _require(0.0 < config.data.max_bad_ratio <= 1.0, "config.data.max_bad_ratio", "must be in (0, 1]")
     _check_schedule(config.train)
     _check_lr_mults(config.train.lr_mults)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import math
 from typing import Sequence
 
@@ -20,33 +21,139 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from pegasus_jax.errors import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
+# The axes that may also span slices, over the data-center network (DCN) between them: `dcn_data`
+# and `dcn_fsdp` in the config. Tensor is not offered over DCN: tensor-parallel collectives run in
+# every layer, on the critical path, and need the ICI bandwidth inside a slice.
+DCN_AXES = ("data", "fsdp")
+
+log = logging.getLogger(__name__)
 
 _active: contextvars.ContextVar[tuple[Mesh, dict] | None] = contextvars.ContextVar("pegasus_mesh", default=None)
 
 
-def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
-    """Resolve the config's axis sizes (-1 fills) against the device count."""
-    sizes = [getattr(mesh_cfg, ax) for ax in MESH_AXES]
-    known = math.prod(s for s in sizes if s != -1)
-    if -1 in sizes:
-        if num_devices % known:
-            raise ConfigError(f"config.mesh: axes {dict(zip(MESH_AXES, sizes))} do not divide {num_devices} devices")
-        sizes[sizes.index(-1)] = num_devices // known
-    if math.prod(sizes) != num_devices:
-        raise ConfigError(
-            f"config.mesh: data*fsdp*tensor = {math.prod(sizes)} does not match the {num_devices} available devices")
-    return tuple(sizes)
+def _fill(sizes: dict[str, int], total: int, product: str, what: str) -> tuple[int, ...]:
+    """Resolve axis sizes (at most one -1, which fills) so that their product is `total`."""
+    values = list(sizes.values())
+    known = math.prod(s for s in values if s != -1)
+    if -1 in values:
+        if total % known:
+            raise ConfigError(f"config.mesh: axes {sizes} do not divide {what}")
+        values[values.index(-1)] = total // known
+    if math.prod(values) != total:
+        raise ConfigError(f"config.mesh: {product} = {math.prod(values)} does not match {what}")
+    return tuple(values)
+
+
+def mesh_shapes(mesh_cfg, num_devices: int, num_slices: int = 1) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(ICI shape, DCN shape) over MESH_AXES: the axis sizes inside one slice and across slices.
+
+    `mesh.data/fsdp/tensor` are per-slice sizes (-1 fills a slice's devices); `mesh.dcn_data` and
+    `mesh.dcn_fsdp` split the slices (-1 fills them, so one slice gives 1).
+    """
+    if num_devices % num_slices:
+        raise ConfigError(f"config.mesh: {num_devices} devices do not split evenly into {num_slices} slices")
+    per_slice = num_devices // num_slices
+    if num_slices == 1:
+        what = f"the {per_slice} available devices"
+    else:
+        what = f"the {per_slice} devices of each of the {num_slices} slices"
+    dcn = {f"dcn_{ax}": getattr(mesh_cfg, f"dcn_{ax}", -1 if ax == "data" else 1) for ax in DCN_AXES}
+    dcn_shape = _fill(dcn, num_slices, "dcn_data*dcn_fsdp",
+                      f"the {num_slices} slice{'s' if num_slices > 1 else ''} the devices form")
+    ici = {ax: getattr(mesh_cfg, ax) for ax in MESH_AXES}
+    return _fill(ici, per_slice, "data*fsdp*tensor", what), dcn_shape + (1,)
+
+
+def mesh_shape(mesh_cfg, num_devices: int, num_slices: int = 1) -> tuple[int, ...]:
+    """The global axis sizes (ICI size x DCN size per axis) for `num_devices` in `num_slices` slices."""
+    ici, dcn = mesh_shapes(mesh_cfg, num_devices, num_slices)
+    return tuple(i * d for i, d in zip(ici, dcn))
+
+
+def device_slices(devices: Sequence[jax.Device]) -> list[list[jax.Device]]:
+    """The devices grouped by `slice_index`, in slice order: the TPU slices of a multi-slice job. XLA
+    also sets it on GPU and multi-process CPU devices, grouping processes by host (or NVLink domain),
+    so processes on one machine share slice 0. Devices without it (one CPU process) form one slice."""
+    groups: dict[int, list[jax.Device]] = {}
+    for d in devices:
+        groups.setdefault(getattr(d, "slice_index", 0), []).append(d)
+    return [groups[k] for k in sorted(groups)]
 
 
 def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """The (data, fsdp, tensor) mesh, laid out on the physical topology.
+
+    One slice: `mesh_utils.create_device_mesh`. Several: `create_hybrid_device_mesh`, which keeps
+    every ICI group (each slice's data x fsdp x tensor block) inside one slice and puts only the DCN
+    part of data/fsdp across slices. When the mesh cannot follow the topology this is a one-line
+    ConfigError, unless `mesh.allow_split_physical_axes` is set: then JAX may split physical axes,
+    and if even that fails the devices are reshaped in order, with a WARNING.
+    """
     devices = list(devices if devices is not None else jax.devices())
-    shape = mesh_shape(mesh_cfg, len(devices))
+    slices = device_slices(devices)
+    sizes = {len(s) for s in slices}
+    if len(sizes) > 1:
+        raise ConfigError(f"config.mesh: the devices' {len(slices)} slices hold unequal device counts "
+                          f"{[len(s) for s in slices]}")
+    ici, dcn = mesh_shapes(mesh_cfg, len(devices), len(slices))
+    shape = tuple(i * d for i, d in zip(ici, dcn))
+    layout = f"ICI {ici} x DCN {dcn}" if len(slices) > 1 else f"{ici}"
+    split = bool(getattr(mesh_cfg, "allow_split_physical_axes", False))
     try:
-        from jax.experimental import mesh_utils
-        arr = mesh_utils.create_device_mesh(shape, devices=devices)
-    except (ValueError, NotImplementedError, AssertionError):
-        arr = np.asarray(devices).reshape(shape)
+        arr = _topology_mesh(ici, dcn, devices, len(slices), allow_split=False)
+    except (ValueError, NotImplementedError, AssertionError) as e:
+        if not split:
+            raise ConfigError(
+                f"config.mesh: (data, fsdp, tensor) = {layout} cannot follow the physical topology of "
+                f"{_topology_name(slices)} ({_first_sentence(e)}); choose axis sizes that are products of "
+                "whole torus axes, or set config.mesh.allow_split_physical_axes=True") from None
+        try:
+            arr = _topology_mesh(ici, dcn, devices, len(slices), allow_split=True)
+            log.warning("config.mesh.allow_split_physical_axes: the mesh %s splits physical torus axes of %s "
+                        "between mesh axes (less collective bandwidth on them)", layout, _topology_name(slices))
+        except (ValueError, NotImplementedError, AssertionError) as e2:
+            arr = _reshape(ici, dcn, slices)
+            log.warning("config.mesh.allow_split_physical_axes: the mesh %s is a plain reshape of the device list: "
+                        "its layout ignores the physical topology of %s (%s)", layout, _topology_name(slices),
+                        _first_sentence(e2))
+    assert arr.shape == shape, (arr.shape, shape)
     return Mesh(arr, MESH_AXES)
+
+
+def _topology_mesh(ici, dcn, devices, num_slices: int, allow_split: bool) -> np.ndarray:
+    from jax.experimental import mesh_utils
+
+    if num_slices > 1:
+        return mesh_utils.create_hybrid_device_mesh(ici, dcn, devices, allow_split_physical_axes=allow_split)
+    return mesh_utils.create_device_mesh(ici, devices, allow_split_physical_axes=allow_split)
+
+
+def _reshape(ici, dcn, slices) -> np.ndarray:
+    """Each slice's devices reshaped in list order to the ICI shape, the slices tiled by the DCN shape
+    (the same block layout as the hybrid builder, without the topology inside a slice)."""
+    blocks = np.empty((len(slices), math.prod(ici)), dtype=object)
+    for i, group in enumerate(slices):
+        blocks[i, :] = group
+    tiled = blocks.reshape(tuple(dcn) + tuple(ici))  # (dcn axes..., ici axes...)
+    n = len(ici)
+    order = [k for axis in range(n) for k in (axis, n + axis)]  # each axis: its DCN index outermost
+    return tiled.transpose(order).reshape(tuple(i * d for i, d in zip(ici, dcn)))
+
+
+def _topology_name(slices) -> str:
+    """'2 slices of 4x4x4 TPU v5 devices' from the devices' coordinates, for error messages."""
+    first = slices[0]
+    coords = [getattr(d, "coords", None) for d in first]
+    kind = f"{first[0].device_kind} devices"
+    if all(c is not None for c in coords) and coords:
+        dims = [max(c[i] for c in coords) - min(c[i] for c in coords) + 1 for i in range(len(coords[0]))]
+        kind = f"{'x'.join(map(str, dims))} {kind}"
+    return f"{len(slices)} slices of {kind}" if len(slices) > 1 else kind
+
+
+def _first_sentence(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text.split(". ")[0].rstrip(".")[:300]
 
 
 def rules_dict(axis_rules) -> dict[str, tuple[str, ...]]:

@@ -13,13 +13,23 @@ import jax
 import ml_collections
 
 from pegasus_jax import sharding
-from pegasus_jax.config import validate
+from pegasus_jax.config import base_config, validate
 from pegasus_jax.errors import UserError
 from pegasus_jax.train import checkpoint
 
 
+def _backfill(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict) -> None:
+    """Fields newer than the checkpoint (mesh.dcn_*, train.stop_check_every, ...) take their defaults."""
+    for field, default in defaults.items():
+        if field not in config:
+            config[field] = default
+        elif isinstance(default, ml_collections.ConfigDict) and isinstance(config[field], ml_collections.ConfigDict):
+            _backfill(config[field], default)
+
+
 def config_from_metadata(meta: dict) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict(meta["config"])
+    _backfill(config, base_config())
     config.mesh.axis_rules = tuple((name, tuple(t) if isinstance(t, list) else t) for name, t in config.mesh.axis_rules)
     return validate(config)
 
@@ -44,6 +54,7 @@ def load(path: str, devices=None):
     meta = checkpoint.read_metadata(workdir, step)
     config = config_from_metadata(meta)
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
+    config.mesh.dcn_data, config.mesh.dcn_fsdp = -1, 1  # the inference devices, whatever slices trained it
     mesh = sharding.make_mesh(config.mesh, devices or jax.devices()[:1])
     spec = TrainSpec.create(config, mesh)
     state = checkpoint.restore_model(checkpoint.manager(workdir, None, read_only=True), step, spec.abstract_state())

@@ -66,20 +66,29 @@ def chip_bounds(chips: int, dims: int) -> tuple[int, ...]:
     return tuple(bounds)
 
 
-def topology_devices(name: str):
+def topology_devices(name: str, num_slices: int = 1):
+    """(family, compile-only devices) of `num_slices` slices of topology `name`; with several slices
+    each device carries its `slice_index`, as on a multi-slice job."""
     from jax.experimental import topologies
 
     family, chips, bounds = parse_topology(name)
+    if not isinstance(num_slices, int) or num_slices < 1:
+        raise UserError(f"--num-slices: must be an integer >= 1, got {num_slices!r}")
     host = (2, 2, 1)
     # On a CPU host libtpu probes for TPU metadata at start-up; name the target so it stays quiet.
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", name)
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    # libtpu holds /tmp/libtpu_lockfile for the life of a process that loaded it, to keep one user per
+    # chip; compile-only devices touch no chip, and without this a second process compiling on the same
+    # host (another compile, a test's subprocess) fails with "Internal error when accessing ... lockfile".
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     try:
         topo = topologies.get_topology_desc(
             topology_name=f"{family.name}:{'x'.join(map(str, bounds))}", platform="tpu",
-            chip_config_name=family.chip_config, chips_per_host_bounds=host, num_slices=1)
+            chip_config_name=family.chip_config, chips_per_host_bounds=host, num_slices=num_slices)
     except Exception as e:  # libtpu missing or topology rejected: a user-facing problem, not a crash
-        raise UserError(f"--topology: cannot build {name} ({type(e).__name__}: {e}); is the `tpu` extra "
+        what = name if num_slices == 1 else f"{num_slices} slices of {name}"
+        raise UserError(f"--topology: cannot build {what} ({type(e).__name__}: {e}); is the `tpu` extra "
                         "(libtpu) installed?") from None
     return family, topo.devices
 
@@ -98,6 +107,13 @@ class CompileReport:
     mfu_assumed: float
     compile_s: float
     params: int
+    slices: int = 1  # chips counts all of them
+    mesh: dict = dataclasses.field(default_factory=dict)  # global axis sizes (ICI x DCN)
+
+    @property
+    def target(self) -> str:
+        """'v5p-256', or '2 x v5p-128' for two slices."""
+        return self.topology if self.slices == 1 else f"{self.slices} x {self.topology}"
 
     @property
     def fits(self) -> bool:
@@ -105,7 +121,10 @@ class CompileReport:
 
     def lines(self) -> list[str]:
         return [
-            f"topology: {self.topology} ({self.chips} chips, {self.hbm_gib:.0f} GiB HBM each)",
+            f"topology: {self.topology} ({self.chips} chips, {self.hbm_gib:.0f} GiB HBM each)" if self.slices == 1
+            else f"topology: {self.target} ({self.slices} slices, {self.chips} chips in all, "
+                 f"{self.hbm_gib:.0f} GiB HBM each)",
+            "mesh: " + " x ".join(f"{k} {v}" for k, v in self.mesh.items()),
             f"parameters: {self.params:,}",
             f"per-chip memory: arguments {self.argument_gib:.2f} GiB, outputs {self.output_gib:.2f} GiB, "
             f"temporaries {self.temp_gib:.2f} GiB, total {self.total_gib:.2f} GiB",
@@ -116,13 +135,16 @@ class CompileReport:
         ]
 
 
-def compile_for_topology(config, topology: str, mfu: float = 0.5) -> CompileReport:
+def compile_for_topology(config, topology: str, mfu: float = 0.5, num_slices: int = 1) -> CompileReport:
+    """Compile the train step for `num_slices` slices of `topology` (the mesh from sharding.make_mesh:
+    the config's ICI axes inside each slice, dcn_data x dcn_fsdp across slices)."""
     from data_pipelines.batch import zeros_batch
     from pegasus_jax.scaling.flops import flops_per_step
     from pegasus_jax.train.state import TrainSpec, count_params
     from pegasus_jax.train.step import make_train_step
 
-    family, devices = topology_devices(topology)
+    family, devices = topology_devices(topology, num_slices)
+    where = topology if num_slices == 1 else f"{num_slices} x {topology}"
     mesh = sharding.make_mesh(config.mesh, devices)
     spec = TrainSpec.create(config, mesh)
     state = spec.abstract_state()
@@ -132,7 +154,7 @@ def compile_for_topology(config, topology: str, mfu: float = 0.5) -> CompileRepo
     dp = math.prod(mesh.shape[a] for a in sharding.rules_dict(rules)["batch"])
     if config.train.batch_size % dp:
         raise UserError(f"config.train.batch_size: {config.train.batch_size} does not divide over the {dp} "
-                        f"data-parallel shards of {topology}")
+                        f"data-parallel shards of {where}")
     t0 = time.perf_counter()
     try:
         compiled = make_train_step(spec, batch).lower(state, batch).compile()
@@ -158,7 +180,8 @@ def compile_for_topology(config, topology: str, mfu: float = 0.5) -> CompileRepo
         topology=topology, chips=chips, argument_gib=arg / GIB, output_gib=out / GIB, temp_gib=temp / GIB,
         total_gib=total / GIB, hbm_gib=family.hbm_gib, flops_per_step=flops,
         step_time_s_at_mfu=flops / (chips * family.peak_flops * mfu), mfu_assumed=mfu, compile_s=compile_s,
-        params=count_params(state["params"]) + count_params(state["frozen"]))
+        params=count_params(state["params"]) + count_params(state["frozen"]), slices=num_slices,
+        mesh=dict(mesh.shape))
 
 
 def per_device_bytes(tree) -> int:
@@ -167,8 +190,13 @@ def per_device_bytes(tree) -> int:
                for x in jax.tree.leaves(tree))
 
 
-def find_topology(config, family_name: str, max_chips: int = 8192, mfu: float = 0.5) -> CompileReport | None:
-    """Smallest slice of a family on which the config compiles and fits, doubling the chip count."""
+def find_topology(config, family_name: str, max_chips: int = 8192, mfu: float = 0.5,
+                  skipped: list[str] | None = None) -> CompileReport | None:
+    """Smallest slice of a family on which the config compiles and fits, doubling the chip count.
+
+    Slices the config cannot run on (the batch does not divide the data axis, the mesh cannot follow
+    the torus) are skipped; `skipped`, when given, collects why ('v6e-64: config.mesh: ...').
+    """
     if family_name not in FAMILIES:
         raise UserError(f"--find-topology: unknown family {family_name!r}; one of {sorted(FAMILIES)}")
     family = FAMILIES[family_name]
@@ -177,8 +205,10 @@ def find_topology(config, family_name: str, max_chips: int = 8192, mfu: float = 
         name = f"{family.name}-{chips * family.cores_per_chip}"
         try:
             report = compile_for_topology(config, name, mfu)
-        except UserError:
+        except UserError as e:
             report = None  # e.g. the batch does not divide this slice's data axis
+            if skipped is not None:
+                skipped.append(f"{name}: {e}")
         if report is not None and report.fits:
             return report
         chips *= 2
