@@ -86,7 +86,14 @@ def train(config, workdir: str, mesh=None) -> dict:
     """Train to config.train.steps (or until the job agrees to stop); `mesh` overrides the config's."""
     distributed.initialize()
     use_compilation_cache(config.train.compilation_cache_dir)
-    stop = StopAgreement(config.train.max_seconds, config.train.stop_check_every)
+    stop = StopAgreement(config.train.max_seconds, config.train.stop_check_every)  # SIGTERM from here on
+    try:
+        return _train(config, workdir, mesh, stop)
+    finally:
+        stop.restore()
+
+
+def _train(config, workdir: str, mesh, stop: StopAgreement) -> dict:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
     layout = BatchLayout.create(mesh, config.mesh.axis_rules, config.train.batch_size)
@@ -174,7 +181,6 @@ def train(config, workdir: str, mesh=None) -> dict:
                 break
         mngr.wait_until_finished()
     finally:
-        stop.restore()
         writer.close()
         mngr.close()
     return {"final_step": int(jax.device_get(state["step"])), "peak_flops_source": peak_source, **last}
