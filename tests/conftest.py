@@ -6,6 +6,7 @@ xdist workers.
 """
 import fcntl
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -46,6 +47,17 @@ def cli(*args, env=None, **kw):
 
 def cpu_env(devices=1):
     return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+
+
+def losses(workdir):
+    """step -> loss, the last record of each step winning (a resumed run re-logs replayed steps)."""
+    out = {}
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            rec = json.loads(line)
+            if "loss" in rec:
+                out[rec["step"]] = rec["loss"]
+    return out
 
 
 def overrides(corpus, **extra):

@@ -22,19 +22,9 @@ import time
 import numpy as np
 import pytest
 
-from conftest import PEAK, ROOT, cli, cpu_env, overrides
+from conftest import PEAK, ROOT, cli, cpu_env, losses, overrides
 
 STEPS, BATCH = 8, 4
-
-
-def losses(workdir):
-    out = {}
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        for line in f:
-            rec = json.loads(line)
-            if "loss" in rec:
-                out[rec["step"]] = rec["loss"]
-    return out
 
 
 def flags(corpus, **extra):

@@ -11,19 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import PEAK, REFERENCE_STEPS, ROOT, cli, cpu_env, overrides, reference_flags
+from conftest import PEAK, REFERENCE_STEPS, ROOT, cli, cpu_env, losses, overrides, reference_flags
 from pegasus_jax import config as cfg
 from pegasus_jax import sharding
-
-def losses(workdir):
-    """step -> loss, the last record of each step winning (a resumed run re-logs replayed steps)."""
-    out = {}
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        for line in f:
-            rec = json.loads(line)
-            if "loss" in rec:
-                out[rec["step"]] = rec["loss"]
-    return out
 
 
 def test_tiny_loss_falls(reference):
