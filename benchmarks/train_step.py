@@ -93,7 +93,7 @@ def multimodal_batch(config, batch: int, seed: int = 0) -> dict:
     """A full batch of the config's shapes: random frames, audio and tokens, every segment present."""
     import numpy as np
 
-    from data_pipelines.batch import zeros_batch
+    from data_pipelines.contract import zeros_batch
 
     rng = np.random.default_rng(seed)
     out = zeros_batch(config, batch)

@@ -119,7 +119,7 @@ def base_config() -> ml_collections.ConfigDict:
     dt.max_bad_ratio = 0.5
     dt.decode_timeout_s = 30.0
     dt.max_pixels = 5184 * 2160  # larger videos are skipped (counted as too_large) before decoding
-    dt.decoder = "pyav"  # decoder name in data_pipelines.bad_input.DECODERS, or "module:function"
+    dt.decoder = "pyav"  # decoder name in data_pipelines.decode.registry.DECODERS, or "module:function"
     dt.isolate_decode = True  # decode in a helper process: survives decoder crashes, enforces the timeout
     dt.cache_media_mb = 0  # keep up to this many MiB of decoded media per process for later epochs; 0 = off
     dt.mixture = ()  # ((records glob | 'builtin', weight, kind), ...); kind: video | caption | instruction | image

@@ -7,10 +7,13 @@ import time
 import numpy as np
 import pytest
 
-from data_pipelines import pipeline, synth
-from data_pipelines.encode import encode_clip
-from data_pipelines.records import VideoExample, read_all, serialize, write_records
-from data_pipelines.tokenizer import Tokenizer, train_tokenizer_for_config
+from data_pipelines.batch import iterators as pipeline
+from data_pipelines.sources import synth
+from data_pipelines.sources.encode import encode_clip
+from data_pipelines.records.format import VideoExample, serialize
+from data_pipelines.records.shards import read_all, write_records
+from data_pipelines.text.tokenizer import Tokenizer
+from data_pipelines.records.tokenizer_corpus import train_tokenizer_for_config
 from pegasus_jax import config as cfg
 from pegasus_jax.errors import UserError
 
@@ -19,7 +22,7 @@ GOOD = 8
 
 def misbehaving_decoder(ex, params):
     """The real PyAV decoder, except that it aborts the process on "crash-*" ids and hangs on "hang-*"."""
-    from data_pipelines.example_transform import decode_media
+    from data_pipelines.decode.media import decode_media
 
     if ex.id.startswith("crash-"):
         os.abort()

@@ -15,8 +15,8 @@ import torch
 import transformers
 from flax import nnx, traverse_util
 
-from data_pipelines import synth
-from data_pipelines.tokenizer import Tokenizer, train
+from data_pipelines.sources import synth
+from data_pipelines.text.tokenizer import Tokenizer, train
 from pegasus_jax import config as cfg
 from pegasus_jax.cli.main import main
 from pegasus_jax.infer.generate import Generator

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from data_pipelines import synth
-from data_pipelines.tokenizer import Tokenizer, train
+from data_pipelines.sources import synth
+from data_pipelines.text.tokenizer import Tokenizer, train
 from pegasus_jax import config as cfg
 from pegasus_jax.infer import schemas
 from pegasus_jax.infer.api import Pegasus as PegasusAPI

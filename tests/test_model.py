@@ -7,7 +7,7 @@ import pytest
 import torch
 from flax import nnx
 
-from data_pipelines.batch import zeros_batch
+from data_pipelines.contract import zeros_batch
 from pegasus_jax import config as cfg
 from pegasus_jax import sharding
 from pegasus_jax.models.alignment import adaptive_avg_pool, pool_shape

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import cli, cpu_env
-from data_pipelines import records
+from data_pipelines.records import shards as records
 
 
 def _one_frame_ts() -> bytes:

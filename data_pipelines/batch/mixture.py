@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import grain
 
-from pegasus_jax.errors import UserError
-from pegasus_jax.prompts import KINDS
+from data_pipelines.batch.read import corpus_dataset
+from data_pipelines.decode.example import media_cache
+from data_pipelines.errors import UserError
+from data_pipelines.text.prompts import KINDS
 
 BUILTIN = "builtin"
 
@@ -48,10 +50,7 @@ def corpus_seed(seed: int, corpus: int) -> int:
 
 
 def mixture_dataset(config, tokenizer, slot) -> grain.MapDataset:
-    """`slot`: the pipeline's ReadSlot (which share of every corpus this process reads)."""
-    from data_pipelines.example_transform import media_cache
-    from data_pipelines.pipeline import corpus_dataset
-
+    """`slot`: a ReadSlot (batch/read.py) (which share of every corpus this process reads)."""
     parts = parse_mixture(config.data.mixture)
     # corpora over the same records (one corpus, several task weights) decode each record once
     caches = {pattern: media_cache(config) for pattern, _, _ in parts}

@@ -1,10 +1,4 @@
-"""Bad input: decoders by name, decoding isolated in a helper process, and the skip/count/abort log.
-
-Kinds of bad records (skipped, counted, logged with the id): the DecodeError kinds of video.py
-(empty, truncated, undecodable, no_video = audio-only, too_large, no_frames), corrupt_record,
-bad_text (non-UTF-8), no_text (nothing to train on), timeout and crash (isolated decoding only),
-decoder_error (any other exception from a decoder). Notes (kept, counted): no_audio (video-only),
-bad_audio, one_frame.
+"""Decoding isolated in helper processes: one per reading thread, killed on a timeout, restarted on a crash.
 
 Isolation (data.isolate_decode): each decoding thread owns one helper process
 (`python -c "...serve()"`) and talks to it over pipes in length-prefixed msgpack (no pickle). A
@@ -12,15 +6,14 @@ helper that does not answer within data.decode_timeout_s is killed (kind "timeou
 (segfault, abort) gives kind "crash". Either way a new helper starts on the next call. Without
 isolation the decoder runs in the calling process: no timeout, and a crash takes the process down.
 
-Counting happens in ONE place, `BadRecordLog`, driven by the batcher in the main process after
-Grain's worker processes, so counts are exact whatever the worker count; they are per JAX process
-and are part of the iterator's checkpointed state.
+A decoder's programming error (not a media or format error; see decode/registry.py) is answered with
+its type and traceback and re-raised here as DecoderBug: it stops the run, it is not counted. An
+unknown decoder name is answered as a user error and re-raised as UserError.
 """
 from __future__ import annotations
 
 import atexit
-import importlib
-import logging
+import dataclasses
 import os
 import select
 import struct
@@ -28,52 +21,18 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import weakref
 
 import msgpack
 import numpy as np
 
-from pegasus_jax.errors import UserError
+from data_pipelines.decode.media import MediaParams
+from data_pipelines.decode.registry import BadRecord, DecoderBug, call_decoder, resolve_decoder
+from data_pipelines.errors import UserError
+from data_pipelines.records.format import deserialize
 
-log = logging.getLogger("pegasus_jax.data")
-
-DECODERS = {"pyav": "data_pipelines.example_transform:decode_media"}
-RATIO_WARMUP = 16  # the guard looks at the ratio only after this many records, so one early bad one cannot abort
-LAST_BAD = 5
 HELPER_START_TIMEOUT_S = 120.0
-
-
-class BadRecord(Exception):
-    def __init__(self, kind: str, message: str):
-        super().__init__(f"{kind}: {message}")
-        self.kind, self.message = kind, message
-
-
-def register_decoder(name: str, target: str) -> None:
-    """Make `data.decoder = name` mean the function at "module:attribute" (importable in helpers too)."""
-    DECODERS[name] = target
-
-
-def resolve_decoder(name: str):
-    target = DECODERS.get(name, name)
-    if ":" not in target:
-        raise UserError(f"config.data.decoder={name!r}: not one of {sorted(DECODERS)} and not 'module:function'")
-    module, attr = target.split(":", 1)
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise UserError(f"config.data.decoder={name!r}: cannot import {target} ({e})") from None
-
-
-def _call(decoder, ex, params):
-    from data_pipelines.video import DecodeError
-
-    try:
-        return decoder(ex, params)
-    except DecodeError as e:
-        raise BadRecord(e.kind, str(e)) from None
-    except Exception as e:  # a decoder bug or an exotic file must not stop training; it is logged with the id
-        raise BadRecord("decoder_error", f"{type(e).__name__}: {e}") from None
 
 
 # ---- wire format between the pipeline and a helper ---------------------------------------------
@@ -121,10 +80,7 @@ def serve(decoder: str) -> None:
     The decoder and the media libraries are imported before "ready": a cold import can take seconds
     on a loaded host and must count against the start-up allowance, not against the first record's
     data.decode_timeout_s (which would skip a good record as "timeout")."""
-    import av  # noqa: F401  (data_pipelines.video imports it lazily, on the first record)
-
-    from data_pipelines.example_transform import MediaParams
-    from data_pipelines.records import deserialize
+    import av  # noqa: F401  (data_pipelines.decode.video imports it lazily, on the first record)
 
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # a chatty decoder must not corrupt the channel
@@ -132,7 +88,7 @@ def serve(decoder: str) -> None:
     try:
         decoders[decoder] = resolve_decoder(decoder)
     except UserError:
-        pass  # answered per request below, as "decoder_error" with the message
+        pass  # answered per request below, as a user error with the message
     _write_msg(out, "ready")
     while True:
         request = _read_msg(sys.stdin.fileno(), None)
@@ -142,11 +98,15 @@ def serve(decoder: str) -> None:
             name = request["decoder"]
             if name not in decoders:
                 decoders[name] = resolve_decoder(name)
-            arrays, notes = _call(decoders[name], deserialize(request["record"]), MediaParams(**request["params"]))
+            arrays, notes = call_decoder(decoders[name], deserialize(request["record"]),
+                                         MediaParams(**request["params"]))
             _write_msg(out, {"ok": True, "arrays": _pack_arrays(arrays), "notes": notes})
-        except Exception as e:  # BadRecord, or a UserError for an unknown decoder name
-            kind = e.kind if isinstance(e, BadRecord) else "decoder_error"
-            _write_msg(out, {"ok": False, "kind": kind, "message": str(e)})
+        except BadRecord as e:
+            _write_msg(out, {"ok": False, "kind": e.kind, "message": e.message})
+        except UserError as e:  # an unknown decoder name
+            _write_msg(out, {"ok": False, "user_error": str(e)})
+        except Exception as e:  # a bug: the parent stops the run with this traceback
+            _write_msg(out, {"ok": False, "bug": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
 
 
 class _Helper:
@@ -155,7 +115,8 @@ class _Helper:
     def __init__(self, decoder: str):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from data_pipelines.bad_input import serve; serve(sys.argv[1])", decoder],
+            [sys.executable, "-c", "import sys; from data_pipelines.decode.isolation import serve; serve(sys.argv[1])",
+             decoder],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         try:
             ready = _read_msg(self.proc.stdout.fileno(), time.monotonic() + HELPER_START_TIMEOUT_S)
@@ -194,7 +155,8 @@ def _stop_helpers() -> None:
 
 
 class DecoderCall:
-    """decode(record bytes, example, MediaParams) -> (arrays, notes); raises BadRecord."""
+    """decode(record bytes, example, MediaParams) -> (arrays, notes); raises BadRecord for bad input,
+    the decoder's own exception (in process) or DecoderBug (isolated) for a bug."""
 
     def __init__(self, decoder: str, isolate: bool, timeout_s: float):
         self.decoder, self.isolate, self.timeout_s = decoder, isolate, timeout_s
@@ -202,10 +164,8 @@ class DecoderCall:
             resolve_decoder(decoder)  # fail at start-up, not on the first record
 
     def __call__(self, record: bytes, ex, params):
-        import dataclasses
-
         if not self.isolate:
-            return _call(resolve_decoder(self.decoder), ex, params)
+            return call_decoder(resolve_decoder(self.decoder), ex, params)
         helper = getattr(_helpers, "helper", None)
         if helper is None:
             helper = _helpers.helper = _Helper(self.decoder)
@@ -222,6 +182,12 @@ class DecoderCall:
             self._drop(helper)
             raise BadRecord("crash", f"decoder process died (exit status {code})")
         if not reply["ok"]:
+            if "bug" in reply:
+                raise DecoderBug(f"data.decoder={self.decoder!r} raised {reply['bug']} on record {ex.id!r} "
+                                 f"(a bug, not a bad record); traceback in the decode helper process:\n"
+                                 f"{reply['traceback']}")
+            if "user_error" in reply:
+                raise UserError(reply["user_error"])
             raise BadRecord(reply["kind"], reply["message"])
         return _unpack_arrays(reply["arrays"]), list(reply["notes"])
 
@@ -230,50 +196,3 @@ class DecoderCall:
         helper.kill()
         _helpers.helper = None
         _all_helpers.discard(helper)
-
-
-# ---- counting, logging, the ratio guard ----------------------------------------------------------
-
-class BadRecordLog:
-    """Counts every record the batcher sees; skips and logs bad ones; aborts past max_bad_ratio."""
-
-    def __init__(self, max_ratio: float):
-        self.max_ratio = max_ratio
-        self.seen = 0
-        self.bad: dict[str, int] = {}
-        self.notes: dict[str, int] = {}
-        self.last_bad: list[str] = []
-
-    def admit(self, element: dict) -> bool:
-        """True for a good example (to batch), False for a bad one (skipped, counted, logged)."""
-        self.seen += 1
-        kind = element.get("_bad")
-        if kind is None:
-            for note in element.get("_notes", ()):
-                self.notes[note] = self.notes.get(note, 0) + 1
-                log.info("kept record %s with note %s", element["_id"], note)
-            return True
-        self.bad[kind] = self.bad.get(kind, 0) + 1
-        self.last_bad = (self.last_bad + [f"{element['_id']} ({kind})"])[-LAST_BAD:]
-        log.warning("skipped bad record %s: %s", element["_id"], element.get("_why", kind))
-        self._check_ratio()
-        return False
-
-    def _check_ratio(self) -> None:
-        total = sum(self.bad.values())
-        if self.seen >= RATIO_WARMUP and total > self.max_ratio * self.seen:
-            raise UserError(f"{total} of {self.seen} records were bad ({total / self.seen:.2f} > "
-                            f"config.data.max_bad_ratio={self.max_ratio}); last bad: {', '.join(self.last_bad)}")
-
-    def stats(self) -> dict:
-        return {"bad_records": dict(self.bad), "notes": dict(self.notes), "seen": self.seen,
-                "bad_total": sum(self.bad.values())}
-
-    def get_state(self) -> dict:
-        return {"seen": self.seen, "bad": dict(self.bad), "notes": dict(self.notes), "last_bad": list(self.last_bad)}
-
-    def set_state(self, state: dict) -> None:
-        self.seen = int(state["seen"])
-        self.bad = {k: int(v) for k, v in state["bad"].items()}
-        self.notes = {k: int(v) for k, v in state["notes"].items()}
-        self.last_bad = list(state["last_bad"])

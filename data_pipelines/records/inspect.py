@@ -15,7 +15,7 @@ MAX_LISTED = 20
 
 def _decode(ex) -> tuple[int, float]:
     """(frames decoded at SAMPLE_FRAMES uniform times, audio seconds); raises DecodeError."""
-    from data_pipelines.video import decode_audio, decode_frame_jpegs, probe, sample_frames
+    from data_pipelines.decode.video import decode_audio, decode_frame_jpegs, probe, sample_frames
 
     if ex.frames is not None:
         duration = ex.duration or len(ex.frames) / max(ex.fps, 1e-6)
@@ -32,8 +32,9 @@ def _decode(ex) -> tuple[int, float]:
 
 def inspect(pattern: str, show: int = 3, check: int = 200) -> dict:
     """Summary dict of the shards matching `pattern`; check=0 decodes every record."""
-    from data_pipelines.records import RecordError, deserialize, invalid_text_fields, iter_raw
-    from data_pipelines.video import DecodeError
+    from data_pipelines.records.format import RecordError, deserialize, invalid_text_fields
+    from data_pipelines.records.shards import iter_raw
+    from data_pipelines.decode.video import DecodeError
 
     shards, sources, splits = collections.Counter(), collections.Counter(), collections.Counter()
     failures, failed = collections.Counter(), []

@@ -2,7 +2,7 @@
 
 The TFDS builders store each serialized VideoExample in a single bytes feature named "record"; TFDS
 writes every example as a tf.train.Example proto. This module speaks just enough protobuf wire
-format to get those bytes back, so Grain and `records.deserialize` read TFDS shards like ours:
+format to get those bytes back, so Grain and `records.format.deserialize` read TFDS shards like ours:
 
     Example   { Features features = 1; }
     Features  { map<string, Feature> feature = 1; }   // map entry: key = 1, value = 2
@@ -13,6 +13,10 @@ from __future__ import annotations
 
 RECORD_FEATURE = "record"
 _LEN = 2  # wire type of length-delimited fields
+
+
+class TFExampleError(ValueError):
+    """Bytes that are not a tf.train.Example holding our record (records.format turns it into a RecordError)."""
 
 
 class _WireError(ValueError):
@@ -64,9 +68,7 @@ def _field(data: bytes, number: int) -> list[bytes]:
 
 
 def unwrap_record(data: bytes, name: str = RECORD_FEATURE) -> bytes:
-    """The first bytes value of feature `name`; RecordError when absent or malformed."""
-    from data_pipelines.records import RecordError
-
+    """The first bytes value of feature `name`; TFExampleError when absent or malformed."""
     try:
         for features in _field(data, 1):
             for entry in _field(features, 1):
@@ -78,8 +80,8 @@ def unwrap_record(data: bytes, name: str = RECORD_FEATURE) -> bytes:
                             if values:
                                 return values[0]
     except _WireError as e:
-        raise RecordError(f"corrupt tf.train.Example: {e}") from None
-    raise RecordError(f"tf.train.Example has no bytes feature {name!r}")
+        raise TFExampleError(f"corrupt tf.train.Example: {e}") from None
+    raise TFExampleError(f"tf.train.Example has no bytes feature {name!r}")
 
 
 def _len_field(number: int, payload: bytes) -> bytes:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 
-from pegasus_jax.errors import UserError
+from data_pipelines.errors import UserError
 
-from data_pipelines.converters.common import Skips, find_video, item, read_json
+from data_pipelines.sources.common import Skips, find_video, item, read_json
 
 
 def read_items(input_path: str, videos_dir: str | None = None) -> tuple[list[dict], Skips]:

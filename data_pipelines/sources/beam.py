@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 
-from pegasus_jax.errors import UserError
+from data_pipelines.errors import UserError
 
 
 def run_beam(tasks: list[tuple], beam_args: list[str] | None = None) -> list[dict]:
@@ -20,7 +20,7 @@ def run_beam(tasks: list[tuple], beam_args: list[str] | None = None) -> list[dic
         from apache_beam.options.pipeline_options import PipelineOptions
     except ImportError:
         raise UserError("--runner beam: apache_beam is not installed (pip install 'pegasus-jax[beam]')") from None
-    from data_pipelines.converters.shard import convert_shard_task
+    from data_pipelines.sources.convert_shard import convert_shard_task
 
     options = PipelineOptions(beam_args or ["--runner=DirectRunner"])
     with tempfile.TemporaryDirectory() as tmp:

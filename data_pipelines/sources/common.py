@@ -16,7 +16,7 @@ import csv
 import json
 import os
 
-from pegasus_jax.errors import UserError
+from data_pipelines.errors import UserError
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 VIDEO_PLACEHOLDER = "<video>"

@@ -6,9 +6,9 @@ import importlib
 import os
 import time
 
-from pegasus_jax.errors import UserError
+from data_pipelines.errors import UserError
 
-from data_pipelines.converters.common import Skips
+from data_pipelines.sources.common import Skips
 
 FORMATS = ("folder", "folder_csv", "webvid", "msrvtt", "videochatgpt", "activitynet")
 RUNNERS = ("local", "beam")
@@ -21,7 +21,7 @@ def read_items(fmt: str, input_path: str, videos_dir: str | None = None):
         raise UserError(f"--input {input_path}: no such file or directory")
     if videos_dir is not None and not os.path.isdir(videos_dir):
         raise UserError(f"--videos {videos_dir}: not a directory")
-    return importlib.import_module(f"data_pipelines.converters.{fmt}").read_items(input_path, videos_dir)
+    return importlib.import_module(f"data_pipelines.sources.{fmt}").read_items(input_path, videos_dir)
 
 
 def _split(items: list[dict], num_shards: int) -> list[list[dict]]:
@@ -34,8 +34,8 @@ def convert(fmt: str, input_path: str, out_dir: str, num_shards: int = 1, worker
             videos_dir: str | None = None, runner: str = "local", prefix: str = "data",
             beam_args: list[str] | None = None) -> dict:
     """Convert and return {"format", "items", "written", "shards", "skipped", "seconds"}."""
-    from data_pipelines.converters.shard import convert_shard_task
-    from data_pipelines.records import shard_name
+    from data_pipelines.sources.convert_shard import convert_shard_task
+    from data_pipelines.records.shards import shard_name
 
     if num_shards < 1:
         raise UserError(f"--num-shards {num_shards}: must be >= 1")
@@ -54,7 +54,7 @@ def convert(fmt: str, input_path: str, out_dir: str, num_shards: int = 1, worker
     tasks = [(chunk, os.path.join(out_dir, shard_name(prefix, i, num_shards)))
              for i, chunk in enumerate(_split(unique, num_shards))]
     if runner == "beam":
-        from data_pipelines.converters.beam_runner import run_beam
+        from data_pipelines.sources.beam import run_beam
 
         results = run_beam(tasks, beam_args)
     elif workers > 1 and len(tasks) > 1:

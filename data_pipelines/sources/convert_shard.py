@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 
-from data_pipelines.converters.common import Skips
+from data_pipelines.sources.common import Skips
 
 
 def to_example(it: dict, data: bytes, skips: Skips):
-    from data_pipelines.records import VideoExample
-    from data_pipelines.video import DecodeError, probe
+    from data_pipelines.records.format import VideoExample
+    from data_pipelines.decode.video import DecodeError, probe
 
     fps = duration = 0.0
     try:
@@ -26,7 +26,7 @@ def to_example(it: dict, data: bytes, skips: Skips):
 
 
 def _records(items: list[dict], skips: Skips, written: list[int]):
-    from data_pipelines.records import serialize
+    from data_pipelines.records.format import serialize
 
     for it in items:
         path = it["video_path"]
@@ -48,7 +48,7 @@ def convert_shard(items: list[dict], out_path: str) -> dict:
     "unprobed" rows are written and also listed under skipped (as a warning tally), so
     written + skipped counts other than "unprobed" equals len(items).
     """
-    from data_pipelines.records import write_records
+    from data_pipelines.records.shards import write_records
 
     skips, written = Skips(), [0]
     write_records(_records(items, skips, written), out_path)

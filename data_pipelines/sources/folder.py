@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from data_pipelines.converters.common import Skips, conversation_turns, item, read_text, require_file, timed
+from data_pipelines.sources.common import Skips, conversation_turns, item, read_text, require_file, timed
 
 ANNOTATIONS = "captions.jsonl"
 KNOWN_KEYS = ("video", "caption", "conversations", "transcript")

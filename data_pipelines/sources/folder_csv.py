@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from data_pipelines.converters.common import Skips, item, read_csv
+from data_pipelines.sources.common import Skips, item, read_csv
 
 ANNOTATIONS = "captions.csv"
 

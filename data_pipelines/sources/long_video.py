@@ -39,7 +39,7 @@ def make_long_video(minutes: float, size: int = 64, fps: int = 4, path: str = "l
     {"path", "frames", "seconds", "bytes"}."""
     import os
 
-    from data_pipelines.encode import ClipWriter
+    from data_pipelines.sources.encode import ClipWriter
 
     if size % 8 or size < 32:
         raise ValueError(f"size must be a multiple of 8 and >= 32, got {size}")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import collections
 import os
 
-from pegasus_jax.errors import UserError
+from data_pipelines.errors import UserError
 
-from data_pipelines.converters.common import Skips, find_video, item, read_json
+from data_pipelines.sources.common import Skips, find_video, item, read_json
 
 VIDEO_FIELDS = ("split", "category", "url", "start time", "end time")
 

@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from data_pipelines.long_video import make_long_video  # noqa: F401  (part of this module's API)
+from data_pipelines.sources.long_video import make_long_video  # noqa: F401  (part of this module's API)
 
 ATTRIBUTES = {
     "colour": ("red", "green", "blue", "yellow"),
@@ -160,7 +160,7 @@ def _spoken(word: str) -> np.ndarray | None:
         wav = subprocess.run([exe, "--stdout", "-s", "170", word], capture_output=True, timeout=20, check=True).stdout
     except (subprocess.SubprocessError, OSError):
         return None
-    from data_pipelines.video import decode_audio
+    from data_pipelines.decode.video import decode_audio
 
     samples = decode_audio(wav, SAMPLE_RATE)
     return samples if samples.size else None
@@ -193,8 +193,8 @@ def _turns(rng, parts: list[dict]) -> list[dict]:
 
 def make_clip(seed: int, split: str, index: int, size: int = 64, speech: bool | None = None):
     """Clip `index` of `split`: a VideoExample holding MP4 bytes (H.264, + AAC unless silent) and its texts."""
-    from data_pipelines.encode import encode_clip
-    from data_pipelines.records import VideoExample
+    from data_pipelines.sources.encode import encode_clip
+    from data_pipelines.records.format import VideoExample
 
     rng = np.random.default_rng([seed, SPLITS[split], index])
     combos = HELDOUT_COMBOS if split == "heldout" else TRAIN_COMBOS
@@ -250,7 +250,8 @@ def make_clip(seed: int, split: str, index: int, size: int = 64, speech: bool | 
 # ---- the corpus --------------------------------------------------------------------------------
 
 def _write_shard(task: tuple) -> tuple[str, int]:
-    from data_pipelines.records import serialize, write_records
+    from data_pipelines.records.format import serialize
+    from data_pipelines.records.shards import write_records
 
     split, path, start, stop, seed, size, speech = task
     count = write_records((serialize(make_clip(seed, split, i, size, speech)) for i in range(start, stop)), path)
@@ -258,7 +259,7 @@ def _write_shard(task: tuple) -> tuple[str, int]:
 
 
 def _tasks(out_dir: str, split: str, count: int, seed: int, size: int, speech: bool) -> list[tuple]:
-    from data_pipelines.records import shard_name
+    from data_pipelines.records.shards import shard_name
 
     shards = max(1, math.ceil(count / CLIPS_PER_SHARD))
     bounds = np.linspace(0, count, shards + 1).astype(int)

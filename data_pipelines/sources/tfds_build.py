@@ -1,12 +1,22 @@
-"""Build one of the TFDS datasets here as array_record and return its shard paths."""
+"""Build one of our TFDS datasets as array_record and return its shard paths.
+
+The builders (the `tfds` extra) cover MSR-VTT and the Video-ChatGPT description set. They read a manual
+download dir, write file_format=array_record, and store each example's serialized VideoExample bytes
+in one feature ("record"); `records.format.deserialize` unwraps TFDS's tf.train.Example, so Grain reads
+these shards like ours. TensorFlow is imported only by the builder modules (tfds_msrvtt.py,
+tfds_vcg_descriptions.py), never by the rest of the package.
+
+    from data_pipelines.sources.tfds_build import build
+    build("msrvtt", manual_dir="~/MSRVTT", data_dir="~/tfds")   # -> list of array_record shards
+"""
 from __future__ import annotations
 
 import glob
 import os
 
 BUILDERS = {
-    "msrvtt": ("data_pipelines.tfds.msrvtt", "PegasusMsrvtt"),
-    "vcg_descriptions": ("data_pipelines.tfds.vcg_descriptions", "PegasusVcgDescriptions"),
+    "msrvtt": ("data_pipelines.sources.tfds_msrvtt", "PegasusMsrvtt"),
+    "vcg_descriptions": ("data_pipelines.sources.tfds_vcg_descriptions", "PegasusVcgDescriptions"),
 }
 
 

@@ -15,9 +15,9 @@ def features():
 
 def rows(items: list[dict]):
     """(key, {"record": bytes}) for every item whose video exists (others are left out, as in `data convert`)."""
-    from data_pipelines.converters.common import Skips
-    from data_pipelines.converters.shard import to_example
-    from data_pipelines.records import serialize
+    from data_pipelines.sources.common import Skips
+    from data_pipelines.sources.convert_shard import to_example
+    from data_pipelines.records.format import serialize
 
     skips = Skips()
     for it in items:

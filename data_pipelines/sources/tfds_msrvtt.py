@@ -10,7 +10,7 @@ import os
 
 import tensorflow_datasets as tfds
 
-from data_pipelines.tfds.features import features, rows
+from data_pipelines.sources.tfds_features import features, rows
 
 ANNOTATIONS = ("train_val_videodatainfo.json", "test_videodatainfo.json", "videodatainfo.json")
 VIDEO_DIRS = ("TrainValVideo", "TestVideo", "videos/all", "videos")
@@ -25,7 +25,7 @@ class PegasusMsrvtt(tfds.core.GeneratorBasedBuilder):
         return self.dataset_info_from_configs(features=features(), description=__doc__)
 
     def _split_generators(self, dl_manager):
-        from data_pipelines.converters.msrvtt import read_items
+        from data_pipelines.sources.msrvtt import read_items
 
         manual = os.fspath(dl_manager.manual_dir)
         items = []

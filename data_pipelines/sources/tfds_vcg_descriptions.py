@@ -11,7 +11,7 @@ import os
 
 import tensorflow_datasets as tfds
 
-from data_pipelines.tfds.features import features, first_existing, rows
+from data_pipelines.sources.tfds_features import features, first_existing, rows
 
 ANNOTATIONS = ("generic_qa.json", "descriptions.json")
 VIDEO_DIRS = ("Test_Videos", "videos")
@@ -26,7 +26,7 @@ class PegasusVcgDescriptions(tfds.core.GeneratorBasedBuilder):
         return self.dataset_info_from_configs(features=features(), description=__doc__)
 
     def _split_generators(self, dl_manager):
-        from data_pipelines.converters.videochatgpt import read_items
+        from data_pipelines.sources.videochatgpt import read_items
 
         manual = os.fspath(dl_manager.manual_dir)
         annotations = first_existing(manual, ANNOTATIONS)

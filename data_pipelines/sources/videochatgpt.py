@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 
-from pegasus_jax.errors import UserError
+from data_pipelines.errors import UserError
 
-from data_pipelines.converters.common import Skips, clean_text, conversation_turns, find_video, item, read_json
+from data_pipelines.sources.common import Skips, clean_text, conversation_turns, find_video, item, read_json
 
 NAME_KEYS = ("video", "video_name", "video_id")
 

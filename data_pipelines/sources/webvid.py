@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from data_pipelines.converters.common import Skips, find_video, item, read_csv
+from data_pipelines.sources.common import Skips, find_video, item, read_csv
 
 COLUMNS = ("videoid", "name", "page_dir")
 

@@ -1,4 +1,4 @@
-"""SentencePiece tokenizer with the model's special tokens, and the chat template with its loss mask.
+"""SentencePiece tokenizer with the model's special tokens.
 
 Special tokens (SPECIALS): pad, unk, bos, eos, `<seg>` (segment timestamp marker), `<video>`,
 `<audio>`, `<speech>` (modality placeholders), chat roles `<system>`, `<user>`, `<assistant>` and
@@ -13,9 +13,7 @@ in SPECIALS order: `vocab_size` grows by the number of missing specials and the 
 must have at least that many rows (`check_fits` raises UserError naming
 config.model.decoder.vocab_size otherwise). The reserved ids never come out of `encode`.
 
-Chat template (one conversation = alternating user/assistant turns):
-    [bos] <user> prompt <assistant> answer <eot> <user> prompt <assistant> answer <eot> ...
-The loss falls on the assistant's answer tokens and their closing <eot> only.
+The chat template that renders conversations with these tokens: text/chat.py.
 """
 from __future__ import annotations
 
@@ -23,7 +21,7 @@ import os
 import tempfile
 from typing import Iterable
 
-from pegasus_jax.errors import UserError
+from data_pipelines.errors import UserError
 
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<seg>", "<video>", "<audio>", "<speech>",
             "<system>", "<user>", "<assistant>", "<eot>")
@@ -161,58 +159,3 @@ def train(texts: Iterable[str] | str, vocab_size: int, out_prefix: str, model_ty
             eos_piece="</s>", user_defined_symbols=list(USER_DEFINED), num_threads=2,
             minloglevel=2, input_sentence_size=2_000_000, shuffle_input_sentence=True)
     return out_prefix + ".model"
-
-
-def record_texts(pattern) -> Iterable[str]:
-    """Every text a model trained on these records will read: the rendered training conversations
-    (task prompts and chapter JSON included) and the transcripts."""
-    from data_pipelines.records import invalid_text_fields, read_all
-    from pegasus_jax.prompts import conversations
-
-    for ex in read_all(pattern):
-        if invalid_text_fields(ex):
-            continue
-        for conversation in conversations(ex):
-            for turn in conversation:
-                yield turn["text"]
-        for item in ex.transcript:
-            yield item["text"]
-
-
-def train_tokenizer_for_config(records_glob: str, vocab_size: int, model_path: str) -> str:
-    """Train on the records' texts and write `model_path` (must end in .model)."""
-    if not model_path.endswith(".model"):
-        raise UserError(f"tokenizer path {model_path}: must end in .model")
-    return train(record_texts(records_glob), vocab_size, model_path[: -len(".model")])
-
-
-# ---- chat template ---------------------------------------------------------------------------
-
-def prompt_ids(tok: Tokenizer, prompt: str) -> list[int]:
-    """What inference feeds after the video prefix: [bos] <user> prompt <assistant>."""
-    return [tok.bos_id, tok.user_id] + tok.encode(prompt) + [tok.assistant_id]
-
-
-def render_chat(tok: Tokenizer, turns: list[dict], max_tokens: int) -> tuple[list[int], list[int]]:
-    """Token ids and per-id weights (1 on answer tokens and their <eot>) of one conversation, at most
-    `max_tokens + 1` ids (so tokens/targets are at most max_tokens long).
-
-    Whole (user, assistant) pairs are kept from the start while they fit. The first pair always stays:
-    when it alone is too long its prompt loses tokens from the front (the question usually ends it)
-    so that the answer starts inside the window; the answer's end is what gets cut.
-    """
-    budget = max_tokens + 1
-    ids, weights = [tok.bos_id], [0]
-    for i in range(0, len(turns) - 1, 2):
-        user, answer = turns[i], turns[i + 1]
-        prompt = [tok.user_id] + tok.encode(user["text"]) + [tok.assistant_id]
-        reply = tok.encode(answer["text"]) + [tok.eot_id]
-        if len(ids) + len(prompt) + len(reply) > budget:
-            if i > 0:
-                break
-            keep_answer = min(len(reply), max(1, (budget - 1) // 2))
-            room = budget - 1 - keep_answer - 2  # minus bos, <user>, <assistant>
-            prompt = [tok.user_id] + prompt[1:-1][max(0, len(prompt) - 2 - room):] + [tok.assistant_id]
-        ids += prompt + reply
-        weights += [0] * len(prompt) + [1] * len(reply)
-    return ids[:budget], weights[:budget]

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pegasus_jax import prompts
+from data_pipelines.text import prompts
 from pegasus_jax.infer import schemas
 from pegasus_jax.infer.generate import Generator
 from pegasus_jax.infer.json_constraint import SchemaConstraint
@@ -68,7 +68,7 @@ class Pegasus:
         return self.encoder.encode_file(video_path)
 
     def _prompt(self, prompt: str) -> list[int]:
-        from data_pipelines.tokenizer import prompt_ids
+        from data_pipelines.text.chat import prompt_ids
 
         return prompt_ids(self.tokenizer, prompt)
 
@@ -130,7 +130,7 @@ class Pegasus:
         """Mean answer-token loss and perplexity over (at most `batches` batches of) a records glob."""
         from flax import nnx
 
-        from data_pipelines import pipeline
+        from data_pipelines.batch import iterators as pipeline
         from pegasus_jax.models.pegasus import cross_entropy_loss
 
         config = self.config.copy_and_resolve_references()

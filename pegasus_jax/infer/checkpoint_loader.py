@@ -47,7 +47,7 @@ def tokenizer_file(meta: dict, directory: str) -> str:
 
 def load(path: str, devices=None):
     """(model, config, tokenizer, step) from a checkpoint, the model's parameters on `devices`."""
-    from data_pipelines.tokenizer import Tokenizer
+    from data_pipelines.text.tokenizer import Tokenizer
     from pegasus_jax.train.state import TrainSpec
 
     workdir, step = checkpoint.resolve_checkpoint(path)

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from data_pipelines import video as video_io
-from data_pipelines.batch import example_spec
+from data_pipelines.decode import video as video_io
+from data_pipelines.contract import example_spec
 from pegasus_jax.errors import UserError
 from pegasus_jax.models.alignment import pool_shape, tokens_per_segment
 

@@ -1,6 +1,6 @@
 """The composed Pegasus model: video encoder + audio encoder + alignment + decoder.
 
-One example's decoder sequence (see data_pipelines/batch.py for the arrays):
+One example's decoder sequence (see data_pipelines/contract.py for the arrays):
 
     for each segment s in time order:  [marker(t_s)] [T'h'w' visual] [audio_tokens audio] [R transcript]
     then the text:                     [bos] <user> prompt <assistant> answer <eot> [pad ...]

@@ -173,7 +173,7 @@ def real_decoder_tokens(work: dict) -> int:
 
 
 def work_of_batch(config, batch: dict) -> dict:
-    """The work dict of one batch of the data contract (data_pipelines/batch.py), computed with jax.numpy
+    """The work dict of one batch of the data contract (data_pipelines/contract.py), computed with jax.numpy
     (inside the jitted step: global sums over the whole batch). Counts are int32, "tokens_sq" float32.
 
     Mirrors how Pegasus.sequence lays an example out and what it masks: per valid segment one marker,

@@ -138,7 +138,7 @@ class CompileReport:
 def compile_for_topology(config, topology: str, mfu: float = 0.5, num_slices: int = 1) -> CompileReport:
     """Compile the train step for `num_slices` slices of `topology` (the mesh from sharding.make_mesh:
     the config's ICI axes inside each slice, dcn_data x dcn_fsdp across slices)."""
-    from data_pipelines.batch import zeros_batch
+    from data_pipelines.contract import zeros_batch
     from pegasus_jax.scaling.flops import flops_per_step
     from pegasus_jax.train.state import TrainSpec, count_params
     from pegasus_jax.train.step import make_train_step

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
-from data_pipelines.pipeline import ReadSlot
+from data_pipelines.batch.read import ReadSlot
 from pegasus_jax.errors import ConfigError
 from pegasus_jax.sharding import batch_sharding, rules_dict
 
