@@ -178,6 +178,9 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     args = parser.parse_args()
+    from pegasus_jax.flax_settings import configure
+
+    configure()  # before any model is built
 
     import torch
 

@@ -24,7 +24,7 @@ def get_config():
     al.pool_t, al.pool_h, al.pool_w, al.visual_token_budget = 2, 4, 4, 96
     d = c.model.decoder
     d.width, d.depth, d.num_heads, d.num_kv_heads, d.mlp_dim = 128, 2, 4, 2, 256
-    c.data.transcript_tokens = 0  # no espeak-ng by default: the synthetic clips carry no speech
+    c.model.transcript_tokens = 0  # no espeak-ng by default: the synthetic clips carry no speech
     c.data.synth_clips = 2000
     # Mostly captions: every caption names all four attributes, while a QA turn's answer must first be routed
     # from its question and the chapter JSON is mostly boilerplate. With the three tasks drawn evenly

@@ -23,7 +23,8 @@ def get_config():
     d = c.model.decoder
     d.vocab_size, d.width, d.depth, d.num_heads, d.num_kv_heads, d.mlp_dim = 512, 64, 2, 4, 2, 128
     d.rope_theta, d.max_seq_len = 10000.0, 256
-    c.data.max_text_len, c.data.length_buckets, c.data.transcript_tokens = 48, (24, 48), 4
+    c.data.max_text_len, c.data.length_buckets = 48, (24, 48)
+    c.model.transcript_tokens = 4
     c.train.steps, c.train.batch_size, c.train.checkpoint_every = 200, 8, 50
     c.train.learning_rate, c.train.warmup_steps = 3e-3, 20
     c.train.log_every = 10

@@ -3,7 +3,7 @@
 One example, after decoding and tokenisation, is a dict of NumPy arrays with static shapes;
 batches stack these along a leading batch axis. S = config.data.max_segments,
 F = config.model.align.frames_per_segment, H = W = config.model.vision.image_size,
-A = samples of audio per segment (segment_seconds * sample_rate), R = config.data.transcript_tokens,
+A = samples of audio per segment (segment_seconds * sample_rate), R = config.model.transcript_tokens,
 L = a text length bucket (config.data.length_buckets, the last one = config.data.max_text_len).
 
 The model lays each example out as, per valid segment in time order,
@@ -39,7 +39,7 @@ def dims(config, text_len: int | None = None) -> dict[str, int]:
         "H": m.vision.image_size,
         "W": m.vision.image_size,
         "A": int(round(m.align.segment_seconds * d.sample_rate)),
-        "R": max(d.transcript_tokens, 1),
+        "R": max(config.model.transcript_tokens, 1),
         "L": text_len or d.max_text_len,
     }
 

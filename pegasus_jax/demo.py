@@ -42,7 +42,7 @@ def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = 
     if not temporal:
         model = nnx.clone(model)
         model.video_encoder.temporal_depth = 0  # frames encoded independently: no motion signal
-    encoder = SegmentEncoder(model, use_audio=use_audio, still=still)
+    encoder = SegmentEncoder(model, api.config, use_audio=use_audio, still=still)
     prompt = api._prompt(prompts.DESCRIBE)
     correct = {k: 0 for k in ATTRIBUTES}
     captions = []

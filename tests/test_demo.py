@@ -84,7 +84,7 @@ def test_no_motion_shows_the_middle_frame_where_position_does_not_tell_the_direc
     from pegasus_jax.models.pegasus import Pegasus
 
     config = cfg.get("tiny")
-    encoder = SegmentEncoder(Pegasus(config, rngs=nnx.Rngs(0)), still=True)
+    encoder = SegmentEncoder(Pegasus(config.model, rngs=nnx.Rngs(0)), config, still=True)
     shown = []
     encode = encoder._encode
     encoder._encode = lambda state, batch, pool: shown.append(batch["frames"][0, 0].copy()) or encode(state, batch, pool)

@@ -94,7 +94,7 @@ class ExampleTransform:
         self.media = MediaParams.from_config(config)
         self.text_len = int(config.data.max_text_len)
         self.transcript_len = dims(config)["R"]
-        self.use_transcript = config.data.transcript_tokens > 0
+        self.use_transcript = config.model.transcript_tokens > 0
         self.seed = int(config.data.shuffle_seed)
         self.decoder = DecoderCall(config.data.decoder, bool(config.data.isolate_decode),
                                  float(config.data.decode_timeout_s))

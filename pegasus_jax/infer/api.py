@@ -52,14 +52,16 @@ def token_surfaces(tokenizer) -> list[str | None]:
 class Pegasus:
     def __init__(self, model, config, tokenizer):
         self.model, self.config, self.tokenizer = model, config, tokenizer
-        self.encoder = SegmentEncoder(model)
+        self.encoder = SegmentEncoder(model, config)
         self.generator = Generator(model, stop_ids=(tokenizer.eot_id, tokenizer.eos_id), pad_id=tokenizer.pad_id)
         self._surfaces = None
 
     @classmethod
     def load(cls, checkpoint: str) -> "Pegasus":
+        from pegasus_jax.flax_settings import configure
         from pegasus_jax.infer.checkpoint_loader import load
 
+        configure()  # the Python API is an entry point too
         model, config, tokenizer, _ = load(checkpoint)
         return cls(model, config, tokenizer)
 

@@ -121,7 +121,7 @@ def import_hf(out: str, *, config_path: str | None = None, overrides: dict | Non
     else:
         tokenizer_path = config.data.tokenizer  # may be None: the checkpoint then has no tokenizer
 
-    model = Pegasus(config, rngs=nnx.Rngs(config.seed))
+    model = Pegasus(config.model, rngs=nnx.Rngs(config.seed))
     m = config.model
     parts = []  # (module, nested params, where)
     if full:
