@@ -1,4 +1,4 @@
-"""The mesh and the one table that maps logical axis names onto it.
+"""Sharding: where every array lives, on the (data, fsdp, tensor) mesh by its logical axis names.
 
 Logical axis names are the constants below, in one scheme: activation axes start with `act_`,
 parameter axes have no prefix. Parameters carry logical names in their `out_sharding` metadata (e.g.

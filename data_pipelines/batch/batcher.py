@@ -1,6 +1,8 @@
-"""The batcher (main process): counts/skips bad records, batches the slot's batch_size examples, and pads
-text to the smallest data.length_buckets entry that fits. Its iterator's state (the Grain position and
-the bad-record counts) is what a checkpoint saves.
+"""The batcher (main process): examples -> batches of the contract.
+
+It admits each example through the bad-record log (batch/bad_records.py), stacks the slot's
+batch_size good ones and pads their text to the smallest data.length_buckets entry that fits. Its
+iterator's state (the Grain position and the bad-record counts) is what a checkpoint saves.
 """
 from __future__ import annotations
 

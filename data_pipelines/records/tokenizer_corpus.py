@@ -1,4 +1,4 @@
-"""The text of a corpus of records, and a tokenizer trained on it for a config."""
+"""Training a tokenizer on a corpus of records: on every text a model trained on them will read."""
 from __future__ import annotations
 
 from typing import Iterable
