@@ -179,6 +179,10 @@ def _train(config, workdir: str, mesh, stop: StopAgreement) -> dict:
             if stopping:
                 log.info("stopping: saved step %d", done)
                 break
+        seen = pipeline.stats(data_iter)
+        if seen["bad_total"]:  # each was logged when skipped; the summary names the first of each kind
+            log.warning("skipped %d bad records of %d: %s; first of each kind: %s", seen["bad_total"], seen["seen"],
+                        seen["bad_records"], seen["first_bad"])
         mngr.wait_until_finished()
     finally:
         writer.close()
