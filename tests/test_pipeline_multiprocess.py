@@ -99,8 +99,8 @@ def test_two_processes_split_each_epoch_and_resume(corpus, tmp_path):
     assert not set(results[0]["epoch_ids"]) & set(results[1]["epoch_ids"])
     for r in results:
         assert r["resume_exact"] and r["local_batch"] == 4 and r["global_batch"] == 8
-    assert [r["slot"] for r in results] == [[0, 2], [1, 2]]
         assert [f for f in r["state_files"] if f.endswith(".json")] == ["process_0-of-2.json", "process_1-of-2.json"]
+    assert [r["slot"] for r in results] == [[0, 2], [1, 2]]
     assert results[0]["resumed_ids"] != results[1]["resumed_ids"]
 
 
