@@ -25,8 +25,8 @@ from benchmarks.harness import markdown_table  # noqa: E402
 
 def raw_pyav(config, pattern: str) -> float:
     """Clips/s of the bare decode: the same segment plan, frames and per-segment audio."""
-    from data_pipelines.records import read_all
-    from data_pipelines.video import decode_audio, sample_frames, segment_plan
+    from data_pipelines.records.shards import read_all
+    from data_pipelines.decode.video import decode_audio, sample_frames, segment_plan
 
     al = config.model.align
     examples = list(read_all(pattern))
@@ -42,7 +42,7 @@ def raw_pyav(config, pattern: str) -> float:
 def pipeline_rate(config, tok, batches: int, warmup: int) -> tuple[float, float]:
     """(start-up seconds to the first batch, steady clips/s over `batches` batches after `warmup` more,
     which drain what the workers buffered during start-up)."""
-    from data_pipelines import pipeline
+    from data_pipelines.batch import iterators as pipeline
 
     start = time.perf_counter()
     it = pipeline.make_train_iterator(config, tok)
@@ -65,8 +65,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=8, help="batches skipped after the first")
     args = parser.parse_args()
 
-    from data_pipelines import synth
-    from data_pipelines.tokenizer import Tokenizer, train_tokenizer_for_config
+    from data_pipelines.sources import synth
+    from data_pipelines.text.tokenizer import Tokenizer
+    from data_pipelines.records.tokenizer_corpus import train_tokenizer_for_config
     from pegasus_jax import config as cfg
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -99,6 +99,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per figure")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     args = parser.parse_args()
+    from pegasus_jax.flax_settings import configure
+
+    configure()  # before any model is built
 
     import numpy as np
     import torch
@@ -112,7 +115,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config = cfg.get(args.config, model__dtype=args.dtype)
     dcfg = config.model.decoder
-    model = Pegasus(config, rngs=nnx.Rngs(config.seed))
+    model = Pegasus(config.model, rngs=nnx.Rngs(config.seed))
     generator = Generator(model, stop_ids=(), pad_id=0)  # no stop token: every row decodes --new-tokens
     hf = hf_llama(model.decoder, dcfg, getattr(torch, args.dtype)).eval()
     decoder_params = count_params(nnx.state(model.decoder, nnx.Param).to_pure_dict())

@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
 
-    from data_pipelines.long_video import make_long_video
+    from data_pipelines.sources.long_video import make_long_video
     from pegasus_jax.infer.checkpoint_loader import config_from_metadata
     from pegasus_jax.infer.video_input import plan_segments
     from pegasus_jax.train import checkpoint as ckpt

@@ -93,7 +93,7 @@ def multimodal_batch(config, batch: int, seed: int = 0) -> dict:
     """A full batch of the config's shapes: random frames, audio and tokens, every segment present."""
     import numpy as np
 
-    from data_pipelines.batch import zeros_batch
+    from data_pipelines.contract import zeros_batch
 
     rng = np.random.default_rng(seed)
     out = zeros_batch(config, batch)
@@ -178,6 +178,9 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     args = parser.parse_args()
+    from pegasus_jax.flax_settings import configure
+
+    configure()  # before any model is built
 
     import torch
 

@@ -17,22 +17,38 @@ def get_config():
     c = tiny_config()
     c.name = "demo"
     v = c.model.vision
-    v.width, v.num_heads, v.mlp_dim, v.temporal_depth = 64, 4, 128, 1
+    v.width = 64
+    v.num_heads = 4
+    v.mlp_dim = 128
+    v.temporal_depth = 1
     a = c.model.audio
-    a.width, a.num_heads, a.mlp_dim = 64, 4, 128
+    a.width = 64
+    a.num_heads = 4
+    a.mlp_dim = 128
     al = c.model.align
-    al.pool_t, al.pool_h, al.pool_w, al.visual_token_budget = 2, 4, 4, 96
+    al.pool_t = 2
+    al.pool_h = 4
+    al.pool_w = 4
+    al.visual_token_budget = 96
     d = c.model.decoder
-    d.width, d.depth, d.num_heads, d.num_kv_heads, d.mlp_dim = 128, 2, 4, 2, 256
-    c.data.transcript_tokens = 0  # no espeak-ng by default: the synthetic clips carry no speech
+    d.width = 128
+    d.depth = 2
+    d.num_heads = 4
+    d.num_kv_heads = 2
+    d.mlp_dim = 256
+    c.model.transcript_tokens = 0  # no espeak-ng by default: the synthetic clips carry no speech
     c.data.synth_clips = 2000
     # Mostly captions: every caption names all four attributes, while a QA turn's answer must first be routed
     # from its question and the chapter JSON is mostly boilerplate. With the three tasks drawn evenly
     # (kind 'video' alone) motion direction was not learned in this budget (14.5%); at 3:1 it is (99.5%).
     c.data.mixture = (("builtin", 3.0, "caption"), ("builtin", 1.0, "video"))
     c.data.cache_media_mb = 512  # ~14 epochs: decode each clip once (~300 MiB)
-    c.train.steps, c.train.batch_size, c.train.checkpoint_every = 1800, 16, 600
-    c.train.learning_rate, c.train.warmup_steps, c.train.log_every = 5e-4, 50, 25
+    c.train.steps = 1800
+    c.train.batch_size = 16
+    c.train.checkpoint_every = 600
+    c.train.learning_rate = 5e-4
+    c.train.warmup_steps = 50
+    c.train.log_every = 25
     # The video encoder learns from scratch at 3x the rate: the shape word is one token of a caption, so
     # its gradient into the tower is small (held-out shape on the corpus before silent clips and centred
     # paths: 76% at 1200 steps, 82.5% at 1800, 80% with 3x at 1200, 95% with both).
@@ -40,6 +56,7 @@ def get_config():
     # Warmup-stable-decay: shape 95.5% against 89.5% with cosine decay, everything else the same.
     c.train.schedule = "wsd"
     c.train.max_seconds = 780.0  # 1800 steps take 640-690 s on 2 cores: room for a slower machine
-    c.train.eval_every, c.train.eval_batches = 200, 4
+    c.train.eval_every = 200
+    c.train.eval_batches = 4
     c.demo = {"eval_clips": 200}
     return c

@@ -11,11 +11,23 @@ def get_config():
     c = base_config()
     c.name = "pegasus_7b"
     v = c.model.vision
-    v.kind, v.image_size, v.patch_size, v.width, v.depth, v.num_heads, v.mlp_dim = "clip", 336, 14, 1024, 24, 16, 4096
+    v.kind = "clip"
+    v.image_size = 336
+    v.patch_size = 14
+    v.width = 1024
+    v.depth = 24
+    v.num_heads = 16
+    v.mlp_dim = 4096
     v.temporal_depth = 4
     d = c.model.decoder
-    d.vocab_size, d.width, d.depth, d.num_heads, d.num_kv_heads, d.mlp_dim = 128256, 4096, 32, 32, 8, 14336
+    d.vocab_size = 128256
+    d.width = 4096
+    d.depth = 32
+    d.num_heads = 32
+    d.num_kv_heads = 8
+    d.mlp_dim = 14336
     c.model.remat_policy = "dots_with_no_batch_dims"
     c.train.batch_size = 512
-    c.mesh.data, c.mesh.fsdp = 1, -1
+    c.mesh.data = 1
+    c.mesh.fsdp = -1
     return c

@@ -1,6 +1,6 @@
 """pegasus-jax: a Pegasus-1-style video-language model in JAX / Flax NNX."""
 
-__version__ = "0.1.0"
+from pegasus_jax.version import __version__  # noqa: F401
 
 
 def __getattr__(name):

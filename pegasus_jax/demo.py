@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from pegasus_jax import prompts
+from data_pipelines.text import prompts
 
 ATTRIBUTES = ("colour", "shape", "direction", "pitch")
 BATCH = 16
@@ -34,7 +34,7 @@ def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = 
     """Per-attribute accuracy of greedy captions of `clips` (VideoExamples with metadata attributes)."""
     from flax import nnx
 
-    from data_pipelines.synth import attributes_from_text
+    from data_pipelines.sources.synth import attributes_from_text
     from pegasus_jax.infer.sampling import SamplingParams
     from pegasus_jax.infer.video_input import SegmentEncoder
 
@@ -42,7 +42,7 @@ def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = 
     if not temporal:
         model = nnx.clone(model)
         model.video_encoder.temporal_depth = 0  # frames encoded independently: no motion signal
-    encoder = SegmentEncoder(model, use_audio=use_audio, still=still)
+    encoder = SegmentEncoder(model, api.config, use_audio=use_audio, still=still)
     prompt = api._prompt(prompts.DESCRIBE)
     correct = {k: 0 for k in ATTRIBUTES}
     captions = []
@@ -103,7 +103,8 @@ def check_export(api, workdir: str, clip) -> dict:
 
 
 def run_demo(workdir: str, config_path: str | None = None, overrides: dict | None = None) -> dict:
-    from data_pipelines import records, synth
+    from data_pipelines.records import shards as records
+    from data_pipelines.sources import synth
     from pegasus_jax.config import config_path as bundled, load_config
     from pegasus_jax.infer.api import Pegasus
     from pegasus_jax.train.trainer import train

@@ -1,8 +1,11 @@
-"""User-facing errors: the CLI prints `error: <message>` on one line and exits non-zero."""
+"""User-facing errors: the CLI prints `error: <message>` on one line and exits non-zero.
 
+UserError is defined by the data package (data_pipelines/errors.py, a leaf it can raise without
+importing this library); it is re-exported here so the library's code and users catch one class.
+"""
+from data_pipelines.errors import UserError
 
-class UserError(Exception):
-    """A mistake the user can fix (bad flag, config, path or input); never shown with a traceback."""
+__all__ = ["UserError", "ConfigError"]
 
 
 class ConfigError(UserError):

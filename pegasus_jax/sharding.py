@@ -1,9 +1,10 @@
-"""The mesh and the one table that maps logical axis names onto it.
+"""Sharding: where every array lives, on the (data, fsdp, tensor) mesh by its logical axis names.
 
-Parameters carry logical names in their `out_sharding` metadata (e.g. ('embed', 'mlp')); activations
-are constrained with `constrain(x, ('batch', 'length', 'act_embed'))`. The config's
-`mesh.axis_rules` maps each logical name to mesh axes. The same code runs on one CPU device,
-8 simulated devices, several processes and a pod: only the mesh changes.
+Logical axis names are the constants below, in one scheme: activation axes start with `act_`,
+parameter axes have no prefix. Parameters carry logical names in their `out_sharding` metadata (e.g.
+(EMBED, MLP)); activations are constrained with `constrain(x, ACT_BATCH_LENGTH_EMBED)`. The config's
+`mesh.axis_rules` maps each logical name to mesh axes (DEFAULT_AXIS_RULES). The same code runs on
+one CPU device, 8 simulated devices, several processes and a pod: only the mesh changes.
 """
 from __future__ import annotations
 
@@ -21,6 +22,55 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from pegasus_jax.errors import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
+
+# Activation axes.
+ACT_BATCH = "act_batch"
+ACT_LENGTH = "act_length"
+ACT_EMBED = "act_embed"
+ACT_HEADS = "act_heads"
+ACT_MLP = "act_mlp"
+ACT_VOCAB = "act_vocab"
+# Parameter axes.
+LAYERS = "layers"
+EMBED = "embed"
+MLP = "mlp"
+HEADS = "heads"
+KV_HEADS = "kv_heads"
+VOCAB = "vocab"
+NORM = "norm"
+CONV = "conv"
+POSITIONS = "positions"
+LORA_RANK = "lora_rank"
+
+# The activation layouts the models use, named once.
+ACT_BATCH_LENGTH_EMBED = (ACT_BATCH, ACT_LENGTH, ACT_EMBED)
+ACT_BATCH_LENGTH_MLP = (ACT_BATCH, ACT_LENGTH, ACT_MLP)
+ACT_BATCH_LENGTH_HEADS = (ACT_BATCH, ACT_LENGTH, ACT_HEADS, None)  # (B, L, heads, head_dim)
+ACT_BATCH_LENGTH_VOCAB = (ACT_BATCH, ACT_LENGTH, ACT_VOCAB)
+
+# Logical axis -> mesh axes: the default of config.mesh.axis_rules. The mesh axes are (data, fsdp,
+# tensor). A mesh axis that does not divide a dimension is dropped for that array (logical_to_spec),
+# so tiny test models shard on any mesh.
+DEFAULT_AXIS_RULES = (
+    (ACT_BATCH, ("data", "fsdp")),
+    (ACT_LENGTH, None),
+    (ACT_EMBED, None),
+    (ACT_HEADS, "tensor"),
+    (ACT_MLP, "tensor"),
+    (ACT_VOCAB, "tensor"),
+    (LAYERS, None),
+    (EMBED, "fsdp"),
+    (MLP, "tensor"),
+    (HEADS, "tensor"),
+    (KV_HEADS, "tensor"),
+    (VOCAB, "tensor"),
+    (NORM, None),
+    (CONV, None),
+    (POSITIONS, None),
+    (LORA_RANK, None),
+)
+# Names of older releases (configs and checkpoints written before the act_ scheme), read as the new ones.
+LEGACY_AXIS_NAMES = {"batch": ACT_BATCH, "length": ACT_LENGTH}
 # The axes that may also span slices, over the data-center network (DCN) between them: `dcn_data`
 # and `dcn_fsdp` in the config. Tensor is not offered over DCN: tensor-parallel collectives run in
 # every layer, on the critical path, and need the ICI bandwidth inside a slice.
@@ -156,9 +206,14 @@ def _first_sentence(e: BaseException) -> str:
     return text.split(". ")[0].rstrip(".")[:300]
 
 
+def upgrade_axis_rules(axis_rules) -> tuple:
+    """The rules with older logical names (LEGACY_AXIS_NAMES) renamed; targets as tuples, not lists."""
+    return tuple((LEGACY_AXIS_NAMES.get(name, name), tuple(t) if isinstance(t, list) else t) for name, t in axis_rules)
+
+
 def rules_dict(axis_rules) -> dict[str, tuple[str, ...]]:
     out = {}
-    for name, target in axis_rules:
+    for name, target in upgrade_axis_rules(axis_rules):
         if target is None:
             out[name] = ()
         elif isinstance(target, str):
@@ -227,4 +282,4 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
 def batch_sharding(mesh: Mesh, axis_rules, ndim: int) -> NamedSharding:
     """Sharding of a batch-major input array: batch over the rule for 'batch', the rest replicated."""
     rules = rules_dict(axis_rules)
-    return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), None, mesh, rules))
+    return NamedSharding(mesh, logical_to_spec((ACT_BATCH,) + (None,) * (ndim - 1), None, mesh, rules))

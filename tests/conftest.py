@@ -30,6 +30,10 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
+from pegasus_jax.flax_settings import configure as configure_flax  # noqa: E402
+
+configure_flax()  # what the CLI main does before building a model
+
 
 def pytest_unconfigure(config):
     if _OWN_COMPILATION_CACHE:

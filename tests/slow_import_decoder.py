@@ -4,4 +4,4 @@ import time
 
 time.sleep(3.0)
 
-from data_pipelines.example_transform import decode_media  # noqa: E402,F401
+from data_pipelines.decode.media import decode_media  # noqa: E402,F401

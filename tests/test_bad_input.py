@@ -1,5 +1,7 @@
 """Every kind of bad input is skipped, counted by kind and logged with its id; good ones all arrive;
-the decoder crashing or hanging (in its isolated helper) does not stop the pipeline; the ratio guard."""
+the decoder crashing or hanging (in its isolated helper) does not stop the pipeline; the ratio guard.
+A bug is not a bad record: a decoder raising TypeError stops the run with its traceback, in process
+and from the isolated helper, while a truncated file beside it is still counted and skipped."""
 import logging
 import os
 import time
@@ -7,10 +9,14 @@ import time
 import numpy as np
 import pytest
 
-from data_pipelines import pipeline, synth
-from data_pipelines.encode import encode_clip
-from data_pipelines.records import VideoExample, read_all, serialize, write_records
-from data_pipelines.tokenizer import Tokenizer, train_tokenizer_for_config
+from data_pipelines.batch import iterators as pipeline
+from data_pipelines.decode.registry import DecoderBug
+from data_pipelines.sources import synth
+from data_pipelines.sources.encode import encode_clip
+from data_pipelines.records.format import VideoExample, serialize
+from data_pipelines.records.shards import read_all, write_records
+from data_pipelines.text.tokenizer import Tokenizer
+from data_pipelines.records.tokenizer_corpus import train_tokenizer_for_config
 from pegasus_jax import config as cfg
 from pegasus_jax.errors import UserError
 
@@ -19,12 +25,21 @@ GOOD = 8
 
 def misbehaving_decoder(ex, params):
     """The real PyAV decoder, except that it aborts the process on "crash-*" ids and hangs on "hang-*"."""
-    from data_pipelines.example_transform import decode_media
+    from data_pipelines.decode.media import decode_media
 
     if ex.id.startswith("crash-"):
         os.abort()
     if ex.id.startswith("hang-"):
         time.sleep(3600)
+    return decode_media(ex, params)
+
+
+def buggy_decoder(ex, params):
+    """The real PyAV decoder, except for a programming error on "bug-*" ids."""
+    from data_pipelines.decode.media import decode_media
+
+    if ex.id.startswith("bug-"):
+        return len(None)  # TypeError: our code's mistake, not the file's
     return decode_media(ex, params)
 
 
@@ -63,7 +78,13 @@ def corpus(tmp_path_factory, audio_only):
     corrupt_index = int(np.flatnonzero(order == len(records) - 1)[0])
     tok = train_tokenizer_for_config(str(root / "synth" / "train"), 512, str(root / "tok.model"))
     expected_bad = {id_: kind for id_, (kind, _) in bad.items()} | {f"record#{corrupt_index}": "corrupt_record"}
+    truncated = serialize(bad["truncated"][1])
+    write_records([serialize(ex) for ex in good] + [truncated], root / "truncated.array_record")
+    bug = serialize(VideoExample(id="bug-1", video=video, **cap))
+    write_records([serialize(ex) for ex in good[:3]] + [truncated, bug] + [serialize(ex) for ex in good[3:]],
+                  root / "bug.array_record")
     return {"path": str(root / "mixed.array_record"), "tok": Tokenizer.load(tok),
+            "truncated": str(root / "truncated.array_record"), "bug": str(root / "bug.array_record"),
             "good": sorted([ex.id for ex in good] + list(kept)), "bad": expected_bad,
             "good_only": str(root / "synth" / "train" / "*.array_record")}
 
@@ -136,3 +157,35 @@ def test_ratio_guard_aborts_with_one_line(corpus):
 def test_unknown_decoder_is_a_user_error(corpus):
     with pytest.raises(UserError, match="config.data.decoder"):
         pipeline.make_train_iterator(config(corpus["path"], isolate_decode=False, decoder="nope"), corpus["tok"])
+
+
+def test_default_ratio_is_small():
+    assert cfg.get("tiny").data.max_bad_ratio == 0.05
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_truncated_file_beside_the_bug_decoder_is_counted_and_skipped(corpus, isolate):
+    c = config(corpus["truncated"], isolate_decode=isolate, decoder="tests.test_bad_input:buggy_decoder")
+    it = pipeline.make_eval_iterator(c, corpus["tok"])
+    arrived = [id_ for _ in it for id_ in it.last_ids]
+    assert len(arrived) == GOOD
+    assert pipeline.stats(it)["bad_records"] == {"truncated": 1}
+    assert pipeline.stats(it)["first_bad"] == {"truncated": ["truncated"]}
+
+
+def test_decoder_bug_stops_the_run_with_its_traceback_in_process(corpus):
+    c = config(corpus["bug"], isolate_decode=False, decoder="tests.test_bad_input:buggy_decoder")
+    with pytest.raises(TypeError) as err:
+        for _ in pipeline.make_eval_iterator(c, corpus["tok"]):
+            pass
+    assert any(entry.name == "buggy_decoder" for entry in err.traceback)
+
+
+def test_decoder_bug_stops_the_run_from_the_isolated_helper(corpus):
+    c = config(corpus["bug"], isolate_decode=True, decoder="tests.test_bad_input:buggy_decoder")
+    with pytest.raises(DecoderBug) as err:
+        for _ in pipeline.make_eval_iterator(c, corpus["tok"]):
+            pass
+    message = str(err.value)
+    assert "TypeError" in message and "'bug-1'" in message and "a bug, not a bad record" in message
+    assert "in buggy_decoder" in message and "Traceback (most recent call last)" in message  # the helper's traceback

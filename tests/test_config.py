@@ -69,3 +69,19 @@ def test_cli_user_errors_are_one_line(argv, needle):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_older_checkpoint_configs_still_load():
+    """A config stored by an older release: data.transcript_tokens (now model.transcript_tokens) and the
+    axis names batch/length (now act_batch/act_length) are read as today's."""
+    from pegasus_jax import sharding
+    from pegasus_jax.infer.checkpoint_loader import config_from_metadata
+
+    old = cfg.get("tiny").to_dict()
+    old["data"]["transcript_tokens"] = old["model"].pop("transcript_tokens") + 1
+    old["mesh"]["axis_rules"] = [[{"act_batch": "batch", "act_length": "length"}.get(name, name),
+                                  list(t) if isinstance(t, tuple) else t] for name, t in old["mesh"]["axis_rules"]]
+    config = config_from_metadata({"config": old})
+    assert config.model.transcript_tokens == cfg.get("tiny").model.transcript_tokens + 1
+    assert "transcript_tokens" not in config.data
+    assert tuple(config.mesh.axis_rules) == sharding.DEFAULT_AXIS_RULES

@@ -6,9 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from data_pipelines.converters.runner import convert, summary_line
-from data_pipelines.encode import encode_clip
-from data_pipelines.records import invalid_text_fields, read_all
+from data_pipelines.sources.convert import convert, summary_line
+from data_pipelines.sources.encode import encode_clip
+from data_pipelines.records.format import invalid_text_fields
+from data_pipelines.records.shards import read_all
 from pegasus_jax.cli.main import main
 from pegasus_jax.errors import UserError
 

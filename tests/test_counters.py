@@ -25,7 +25,7 @@ def small_batch(config, seed=0):
     example 0: 2 valid segments, audio on segment 0 only, transcripts 3 + 1 tokens, 20 text tokens;
     example 1: segment 0 valid (audio, 2 transcript tokens), segment 1 padding that carries an audio flag
     and a full transcript mask (the model masks them: not work), 10 text tokens."""
-    from data_pipelines.batch import zeros_batch
+    from data_pipelines.contract import zeros_batch
 
     rng = np.random.default_rng(seed)
     b = zeros_batch(config, 2, 48)

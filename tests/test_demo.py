@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from data_pipelines import synth
+from data_pipelines.sources import synth
 
 pytestmark = pytest.mark.slow
 
@@ -78,13 +78,13 @@ def test_no_motion_shows_the_middle_frame_where_position_does_not_tell_the_direc
     # that this frame is the same for all four directions); the first frame would give the direction away.
     from flax import nnx
 
-    from data_pipelines.video import sample_frames
+    from data_pipelines.decode.video import sample_frames
     from pegasus_jax import config as cfg
     from pegasus_jax.infer.video_input import SegmentEncoder
     from pegasus_jax.models.pegasus import Pegasus
 
     config = cfg.get("tiny")
-    encoder = SegmentEncoder(Pegasus(config, rngs=nnx.Rngs(0)), still=True)
+    encoder = SegmentEncoder(Pegasus(config.model, rngs=nnx.Rngs(0)), config, still=True)
     shown = []
     encode = encoder._encode
     encoder._encode = lambda state, batch, pool: shown.append(batch["frames"][0, 0].copy()) or encode(state, batch, pool)

@@ -15,8 +15,8 @@ import torch
 import transformers
 from flax import nnx, traverse_util
 
-from data_pipelines import synth
-from data_pipelines.tokenizer import Tokenizer, train
+from data_pipelines.sources import synth
+from data_pipelines.text.tokenizer import Tokenizer, train
 from pegasus_jax import config as cfg
 from pegasus_jax.cli.main import main
 from pegasus_jax.infer.generate import Generator
@@ -46,7 +46,7 @@ def tokenizer_path(tmp_path_factory):
 def random_model(config, seed=0) -> Pegasus:
     """Every parameter moved off its initial value (zero-initialised temporal outputs, LoRA B and
     norms included) so a part that is dropped or swapped shows in the logits."""
-    model = Pegasus(config, rngs=nnx.Rngs(seed))
+    model = Pegasus(config.model, rngs=nnx.Rngs(seed))
     rng = np.random.default_rng(seed)
     state = nnx.state(model, nnx.Param)
     nnx.update(model, jax.tree.map(lambda x: x + rng.normal(0, 0.05, x.shape).astype(x.dtype), state))
@@ -225,7 +225,7 @@ def test_bf16_export_halves_the_bytes(exported, tmp_path):
 
 def test_checkpoint_without_tokenizer_is_a_one_line_error(tmp_path):
     config = cfg.get("tiny")
-    write_checkpoint(Pegasus(config, rngs=nnx.Rngs(0)), config, None, str(tmp_path / "ckpt"))
+    write_checkpoint(Pegasus(config.model, rngs=nnx.Rngs(0)), config, None, str(tmp_path / "ckpt"))
     run = subprocess.run([sys.executable, "-m", "pegasus_jax.cli.main", "export", "--checkpoint",
                           str(tmp_path / "ckpt"), "--out", str(tmp_path / "out")], capture_output=True, text=True,
                          env=dict(os.environ, JAX_PLATFORMS="cpu"), cwd=os.path.dirname(os.path.dirname(__file__)))
@@ -270,7 +270,7 @@ def test_export_streams_with_bounded_memory(variants, tokenizer_path, tmp_path):
     config = cfg.get("tiny", data__tokenizer=tokenizer_path, train__stage="align", model__decoder__vocab_size=4096,
                      model__decoder__width=1024, model__decoder__depth=10, model__decoder__num_heads=16,
                      model__decoder__num_kv_heads=16, model__decoder__mlp_dim=1024)
-    model = Pegasus(config, rngs=nnx.Rngs(0))
+    model = Pegasus(config.model, rngs=nnx.Rngs(0))
     model_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     write_checkpoint(model, config, tokenizer_path, str(tmp_path / "big"))
     del model

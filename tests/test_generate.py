@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from data_pipelines import synth
-from data_pipelines.tokenizer import Tokenizer, train
+from data_pipelines.sources import synth
+from data_pipelines.text.tokenizer import Tokenizer, train
 from pegasus_jax import config as cfg
 from pegasus_jax.infer import schemas
 from pegasus_jax.infer.api import Pegasus as PegasusAPI
@@ -30,7 +30,7 @@ def api(tmp_path_factory):
     texts = [synth.make_clip(0, "train", i).captions[0] for i in range(40)] + ['{"title": "x", "topics": []}']
     tok = Tokenizer.load(train(texts, 512, str(root / "tok")))
     config = cfg.get("tiny")
-    model = Pegasus(config, rngs=nnx.Rngs(0))
+    model = Pegasus(config.model, rngs=nnx.Rngs(0))
     clip = synth.make_clip(0, "heldout", 0)
     path = root / "clip.mp4"
     path.write_bytes(clip.video)

@@ -141,6 +141,8 @@ import jax
 from pegasus_jax import config as cfg, sharding
 from pegasus_jax.train.init_from import load_into
 from pegasus_jax.train.state import TrainSpec
+from pegasus_jax.flax_settings import configure
+configure()
 
 def status(field):
     return int(next(l for l in open("/proc/self/status") if l.startswith(field + ":")).split()[1]) * 1024

@@ -7,7 +7,7 @@ import pytest
 import torch
 from flax import nnx
 
-from data_pipelines.batch import zeros_batch
+from data_pipelines.contract import zeros_batch
 from pegasus_jax import config as cfg
 from pegasus_jax import sharding
 from pegasus_jax.models.alignment import adaptive_avg_pool, pool_shape
@@ -46,19 +46,19 @@ def test_adaptive_pool_matches_torch():
 
 def test_pool_shape_adapts_to_budget():
     c = cfg.get("small")
-    assert pool_shape(c, 1) == (c.model.align.pool_t, c.model.align.pool_h, c.model.align.pool_w)
-    many = pool_shape(c, 40)
-    per_segment = 1 + np.prod(many) + c.model.align.audio_tokens + c.data.transcript_tokens
+    assert pool_shape(c.model, 1) == (c.model.align.pool_t, c.model.align.pool_h, c.model.align.pool_w)
+    many = pool_shape(c.model, 40)
+    per_segment = 1 + np.prod(many) + c.model.align.audio_tokens + c.model.transcript_tokens
     assert 40 * per_segment <= c.model.align.visual_token_budget
     assert many[1] < c.model.align.pool_h  # space pooled harder before time
     with pytest.raises(ValueError, match="do not fit"):
-        pool_shape(c, 10_000)
+        pool_shape(c.model, 10_000)
 
 
 @pytest.mark.parametrize("name", ["tiny", "small", "pegasus_1b", "pegasus_7b", "pegasus_80b"])
 def test_analytic_param_count_matches_model(name):
     c = cfg.get(name)
-    abstract = nnx.eval_shape(lambda: Pegasus(c, rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: Pegasus(c.model, rngs=nnx.Rngs(0)))
     real = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
     assert analytic_param_counts(c)["total"] == real
     if name == "pegasus_80b":
@@ -67,7 +67,7 @@ def test_analytic_param_count_matches_model(name):
 
 def test_analytic_count_includes_lora():
     c = cfg.get("tiny", model__lora__rank=4)
-    abstract = nnx.eval_shape(lambda: Pegasus(c, rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: Pegasus(c.model, rngs=nnx.Rngs(0)))
     real = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
     assert analytic_param_counts(c)["total"] == real and analytic_param_counts(c)["lora"] > 0
 
@@ -77,7 +77,7 @@ def _loss_on_mesh(config, batch, mesh_axes):
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_axes
     n = int(np.prod(mesh_axes))
     mesh = sharding.make_mesh(config.mesh, jax.devices()[:n])
-    model = Pegasus(config, rngs=nnx.Rngs(0))
+    model = Pegasus(config.model, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
     state = jax.device_put(state, sharding.state_shardings(state, mesh, config.mesh.axis_rules))
     rules = config.mesh.axis_rules
@@ -110,7 +110,7 @@ def test_padding_segments_do_not_change_an_example():
     c = cfg.get("tiny")
     batch = random_batch(c, batch_size=2)
     batch["segment_mask"][0, 1:] = False
-    model = Pegasus(c, rngs=nnx.Rngs(0))
+    model = Pegasus(c.model, rngs=nnx.Rngs(0))
     both = np.asarray(model(batch))[0]
     trimmed = {k: v[:1] for k, v in batch.items()}
     trimmed["frames"][0, 1:] = 255 - trimmed["frames"][0, 1:]  # padded segment content is ignored

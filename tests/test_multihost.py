@@ -78,7 +78,7 @@ def one_process(corpus, tmp_path_factory):
 def test_rows_each_process_reads_are_the_rows_its_devices_address_on_v5p_256(name):
     import grain
 
-    from data_pipelines.pipeline import ReadShard, ReadSlot
+    from data_pipelines.batch.read import ReadShard, ReadSlot
     from pegasus_jax import config as cfg
     from pegasus_jax import sharding
     from pegasus_jax.train import aot

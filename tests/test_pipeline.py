@@ -4,13 +4,15 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from data_pipelines import pipeline, synth
-from data_pipelines.batch import example_spec
-from data_pipelines.records import read_all, write_sharded
-from data_pipelines.tokenizer import Tokenizer, train_tokenizer_for_config
-from data_pipelines.video import decode_audio, sample_frames, segment_plan
+from data_pipelines.batch import iterators as pipeline
+from data_pipelines.sources import synth
+from data_pipelines.contract import example_spec
+from data_pipelines.records.shards import read_all, write_sharded
+from data_pipelines.text.tokenizer import Tokenizer
+from data_pipelines.records.tokenizer_corpus import train_tokenizer_for_config
+from data_pipelines.decode.video import decode_audio, sample_frames, segment_plan
 from pegasus_jax import config as cfg
-from pegasus_jax import prompts
+from data_pipelines.text import prompts
 
 NUM = 24
 
@@ -133,7 +135,7 @@ DECODED = []
 
 def counting_decoder(ex, params):
     """The real PyAV decoder, recording each call."""
-    from data_pipelines.example_transform import decode_media
+    from data_pipelines.decode.media import decode_media
 
     DECODED.append(ex.id)
     return decode_media(ex, params)
@@ -209,14 +211,15 @@ def test_mixture_follows_weights_and_resumes(corpus, tmp_path):
     with pytest.raises(pipeline.UserError, match=r"config.data.mixture\[0\]: kind"):
         pipeline.make_train_iterator(bad, corpus["tok"])
     # the trainer names the built-in corpus's training split for 'builtin' (configs/demo.py weights its tasks so)
-    from data_pipelines.mixture import BUILTIN, with_builtin
+    from data_pipelines.batch.mixture import BUILTIN, with_builtin
     assert with_builtin(((BUILTIN, 3.0, "caption"), ("x", 1.0, "video"), ("builtin",)), "run/train/*") == (
         ("run/train/*", 3.0, "caption"), ("x", 1.0, "video"), ("builtin",))
 
 
 def test_image_records_train_as_one_frame_videos(corpus, tmp_path):
-    from data_pipelines.records import VideoExample, write_shard
-    from data_pipelines.video import decode_frame_jpegs, encode_jpeg
+    from data_pipelines.records.format import VideoExample
+    from data_pipelines.records.shards import write_shard
+    from data_pipelines.decode.video import decode_frame_jpegs, encode_jpeg
 
     rgb = np.zeros((48, 64, 3), np.uint8)
     rgb[8:40, 16:48] = (220, 40, 40)

@@ -24,8 +24,8 @@ def worker(process_id: int, port: int, train: str, tok_path: str, workdir: str) 
     import numpy as np
     import orbax.checkpoint as ocp
 
-    from data_pipelines import pipeline
-    from data_pipelines.tokenizer import Tokenizer
+    from data_pipelines.batch import iterators as pipeline
+    from data_pipelines.text.tokenizer import Tokenizer
     from pegasus_jax import config as cfg
     from pegasus_jax import sharding
     from pegasus_jax.train.batch_layout import BatchLayout
@@ -72,8 +72,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from data_pipelines import synth
-    from data_pipelines.tokenizer import train_tokenizer_for_config
+    from data_pipelines.sources import synth
+    from data_pipelines.records.tokenizer_corpus import train_tokenizer_for_config
 
     root = tmp_path_factory.mktemp("mp")
     synth.generate_corpus(str(root), num=NUM, heldout=0, seed=2, size=32, workers=1)
@@ -82,7 +82,7 @@ def corpus(tmp_path_factory):
 
 
 def test_two_processes_split_each_epoch_and_resume(corpus, tmp_path):
-    from data_pipelines.records import read_all
+    from data_pipelines.records.shards import read_all
 
     port = free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",

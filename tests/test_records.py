@@ -2,9 +2,10 @@
 import msgpack
 import pytest
 
-from data_pipelines import records
-from data_pipelines.records import RecordError, VideoExample, deserialize, invalid_text_fields, serialize
-from data_pipelines.tf_example import wrap_record
+from data_pipelines.records import format as record_format
+from data_pipelines.records import shards as records
+from data_pipelines.records.format import RecordError, VideoExample, deserialize, invalid_text_fields, serialize
+from data_pipelines.records.tf_example import wrap_record
 from pegasus_jax.errors import UserError
 
 
@@ -26,7 +27,7 @@ def test_round_trip_every_field():
     back = deserialize(serialize(ex))
     assert back == ex
     assert invalid_text_fields(back) == []
-    assert msgpack.unpackb(serialize(ex))["v"] == records.FORMAT_VERSION
+    assert msgpack.unpackb(serialize(ex))["v"] == record_format.FORMAT_VERSION
 
 
 def test_optional_fields_default_and_int_times_become_floats():

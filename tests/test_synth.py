@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from data_pipelines import synth
-from data_pipelines.records import iter_raw, read_all
-from data_pipelines.video import decode_audio, probe, sample_frames
+from data_pipelines.sources import synth
+from data_pipelines.records.shards import iter_raw, read_all
+from data_pipelines.decode.video import decode_audio, probe, sample_frames
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from data_pipelines.encode import encode_clip
-from data_pipelines.records import deserialize, read_all
+from data_pipelines.sources.encode import encode_clip
+from data_pipelines.records.format import deserialize
+from data_pipelines.records.shards import read_all
 
 
 def clip(shade: int) -> bytes:
@@ -30,7 +31,7 @@ def _grain_records(paths: list[str]) -> list:
 
 def test_tfds_msrvtt_builder_reads_back_through_grain(tmp_path):
     _require("tensorflow_datasets")
-    from data_pipelines.tfds.build import build
+    from data_pipelines.sources.tfds_build import build
 
     manual = tmp_path / "manual"
     (manual / "TrainValVideo").mkdir(parents=True)
@@ -58,7 +59,7 @@ def test_tfds_msrvtt_builder_reads_back_through_grain(tmp_path):
 
 def test_tfds_vcg_descriptions_builder(tmp_path):
     _require("tensorflow_datasets")
-    from data_pipelines.tfds.build import build
+    from data_pipelines.sources.tfds_build import build
 
     manual = tmp_path / "manual"
     (manual / "Test_Videos").mkdir(parents=True)
@@ -76,7 +77,7 @@ def test_tfds_vcg_descriptions_builder(tmp_path):
 
 def test_beam_runner_matches_local(tmp_path):
     _require("apache_beam")
-    from data_pipelines.converters.runner import convert
+    from data_pipelines.sources.convert import convert
 
     src = tmp_path / "src"
     src.mkdir()

@@ -3,9 +3,10 @@ import json
 
 import pytest
 
-from data_pipelines import tokenizer as tk
-from data_pipelines.records import VideoExample
-from pegasus_jax import prompts
+from data_pipelines.text import chat
+from data_pipelines.text import tokenizer as tk
+from data_pipelines.records.format import VideoExample
+from data_pipelines.text import prompts
 from pegasus_jax.errors import UserError
 
 TEXTS = [f"a {c} {s} moves {d} while a {p} tone plays" for c in ("red", "green", "blue") for s in ("circle", "square")
@@ -52,7 +53,7 @@ def test_foreign_model_without_specials_gets_reserved_ids(tmp_path):
 def test_chat_template_masks_only_answers(tok):
     turns = [{"role": "user", "text": "what colour?"}, {"role": "assistant", "text": "red"},
              {"role": "user", "text": "which shape?"}, {"role": "assistant", "text": "circle"}]
-    ids, weights = tk.render_chat(tok, turns, 64)
+    ids, weights = chat.render_chat(tok, turns, 64)
     q1, a1, q2, a2 = (tok.encode(t["text"]) for t in turns)
     expected = ([tok.bos_id, tok.user_id] + q1 + [tok.assistant_id] + a1 + [tok.eot_id]
                 + [tok.user_id] + q2 + [tok.assistant_id] + a2 + [tok.eot_id])
@@ -60,9 +61,9 @@ def test_chat_template_masks_only_answers(tok):
     answer_ids = [i for i, w in zip(ids, weights) if w]
     assert answer_ids == a1 + [tok.eot_id] + a2 + [tok.eot_id]
     # Too long for two pairs: the second pair is dropped whole.
-    short, _ = tk.render_chat(tok, turns, len(expected) - 2)
+    short, _ = chat.render_chat(tok, turns, len(expected) - 2)
     assert short == expected[: 3 + len(q1) + len(a1) + 1]
-    assert tk.prompt_ids(tok, "what colour?") == [tok.bos_id, tok.user_id] + q1 + [tok.assistant_id]
+    assert chat.prompt_ids(tok, "what colour?") == [tok.bos_id, tok.user_id] + q1 + [tok.assistant_id]
 
 
 def test_truncation_keeps_the_answer_start(tok):
@@ -70,7 +71,7 @@ def test_truncation_keeps_the_answer_start(tok):
     turns = [{"role": "user", "text": long_prompt}, {"role": "assistant", "text": "blue square"}]
     answer = tok.encode("blue square") + [tok.eot_id]
     window = 2 * len(answer) + 4
-    ids, weights = tk.render_chat(tok, turns, window)
+    ids, weights = chat.render_chat(tok, turns, window)
     assert len(ids) == window + 1 and ids[0] == tok.bos_id and ids[1] == tok.user_id
     assert [i for i, w in zip(ids, weights) if w] == answer  # the whole short answer survives
     assert ids[-len(answer) - 1:] == [tok.assistant_id] + answer

@@ -84,8 +84,8 @@ def test_bad_mesh_is_one_line_error(corpus, tmp_path):
 
 def test_restore_on_other_meshes(corpus, tmp_path):
     """Saved on fsdp=4 x tensor=2, restored on data=2 x fsdp=2 x tensor=2 and on one device: same loss."""
-    from data_pipelines import pipeline
-    from data_pipelines.tokenizer import Tokenizer
+    from data_pipelines.batch import iterators as pipeline
+    from data_pipelines.text.tokenizer import Tokenizer
     from pegasus_jax.train import checkpoint
     from pegasus_jax.train.state import TrainSpec
     from pegasus_jax.train.batch_layout import BatchLayout
@@ -155,7 +155,7 @@ def test_eval_loss_and_gist_from_a_trained_checkpoint(corpus, reference, tmp_pat
     report = json.load(open(out / "loss.json"))
     loss = report["aggregate"]["loss"]
     assert 0 < loss < np.log(512) and report["aggregate"]["perplexity"] == pytest.approx(np.exp(loss))
-    from data_pipelines import records
+    from data_pipelines.records import shards as records
 
     clip = next(records.read_all(corpus["heldout"]))
     video = tmp_path / "clip.mp4"

@@ -15,7 +15,7 @@ def tiny(corpus, **extra):
 def test_nan_policy_stop_catches_a_non_finite_step_between_logging_steps(corpus, tmp_path, monkeypatch):
     """Batch 2 of 8 carries a NaN loss weight (its step is skipped as non-finite); steps 1-4 are logged
     only at step 4, whose own loss is finite. The run must still stop there."""
-    from data_pipelines import pipeline
+    from data_pipelines.batch import iterators as pipeline
     from pegasus_jax.errors import UserError
     from pegasus_jax.train.trainer import train
 
@@ -40,7 +40,7 @@ def test_nan_policy_stop_catches_a_non_finite_step_between_logging_steps(corpus,
 
 
 def test_eval_step_is_compiled_once_per_run(corpus):
-    from data_pipelines.tokenizer import Tokenizer
+    from data_pipelines.text.tokenizer import Tokenizer
     from pegasus_jax import sharding
     from pegasus_jax.train.batch_layout import BatchLayout
     from pegasus_jax.train.state import TrainSpec

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from data_pipelines.encode import encode_clip
-from data_pipelines.long_video import frame_index, make_long_video
-from data_pipelines.video import (DecodeError, decode_audio, decode_frame_jpegs, encode_jpeg, probe, sample_frames,
+from data_pipelines.sources.encode import encode_clip
+from data_pipelines.sources.long_video import frame_index, make_long_video
+from data_pipelines.decode.video import (DecodeError, decode_audio, decode_frame_jpegs, encode_jpeg, probe, sample_frames,
                                   segment_plan)
 
 FPS = 8
@@ -121,8 +121,9 @@ def test_jpeg_frames_alternative():
 
 
 def test_inspect_counts_failures_by_kind(flat_clip, tmp_path, capsys):
-    from data_pipelines.inspect_shards import inspect
-    from data_pipelines.records import VideoExample, serialize, write_records
+    from data_pipelines.records.inspect import inspect
+    from data_pipelines.records.format import VideoExample, serialize
+    from data_pipelines.records.shards import write_records
     from pegasus_jax.cli.main import main
 
     good = VideoExample(id="good", video=flat_clip, fps=8, duration=2.0, captions=["colours"])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import cli, cpu_env
-from data_pipelines import records
+from data_pipelines.records import shards as records
 
 
 def _one_frame_ts() -> bytes:
@@ -119,7 +119,7 @@ def test_caption_eval_trained_beats_untrained(corpus, reference, tmp_path):
     trained = json.load(open(tmp_path / "trained" / "caption.json"))["aggregate"]
 
     _, config, tokenizer, _ = load(str(reference))
-    untrained_model = PegasusAPI(Pegasus(config, rngs=nnx.Rngs(0)), config, tokenizer)
+    untrained_model = PegasusAPI(Pegasus(config.model, rngs=nnx.Rngs(0)), config, tokenizer)
     untrained = run_benchmark("caption", str(data), str(tmp_path / "untrained"), model=untrained_model)
     assert trained["items"] == untrained["items"] == 16
     assert trained["cider"] > untrained["cider"] + 0.15, (trained, untrained)

@@ -46,7 +46,7 @@ def _positive(value: int, flag: str) -> None:
 
 
 def run_synth(args) -> int:
-    from data_pipelines.synth import generate_corpus
+    from data_pipelines.sources.synth import generate_corpus
 
     for value, flag in ((args.num, "--num"), (args.heldout, "--heldout"), (args.size, "--size"), (args.workers, "--workers")):
         _positive(value, flag)
@@ -59,7 +59,7 @@ def run_synth(args) -> int:
 def run_convert(args) -> int:
     import json
 
-    from data_pipelines.converters.runner import convert, summary_line
+    from data_pipelines.sources.convert import convert, summary_line
 
     _positive(args.num_shards, "--num-shards")
     _positive(args.workers, "--workers")
@@ -76,7 +76,7 @@ def run_convert(args) -> int:
 def run_inspect(args) -> int:
     import json
 
-    from data_pipelines.inspect_shards import format_report, inspect
+    from data_pipelines.records.inspect import format_report, inspect
 
     report = inspect(os.fspath(args.path), args.show, args.check)
     print(json.dumps(report, indent=1) if args.json else format_report(report))

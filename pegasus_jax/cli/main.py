@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from pegasus_jax.errors import UserError
+from pegasus_jax.flax_settings import configure as configure_flax
 
 COMMANDS = (
     "data",
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         argv, overrides = split_config_overrides(argv)
         args = build_parser().parse_args(argv)
         args.config_overrides = overrides
+        configure_flax()  # after parsing, so --help and flag mistakes stay fast
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

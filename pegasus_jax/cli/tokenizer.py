@@ -16,13 +16,14 @@ def register(subparsers) -> None:
 
 
 def run_train(args) -> int:
-    from data_pipelines import tokenizer
+    from data_pipelines.records.tokenizer_corpus import record_texts
+    from data_pipelines.text import tokenizer
 
     is_shard = ".array_record" in os.path.basename(args.input)  # ours (x.array_record) and TFDS's (x.array_record-0-of-N)
     if os.path.isfile(args.input) and not is_shard:
         texts = args.input
     else:
-        texts = tokenizer.record_texts(args.input)
+        texts = record_texts(args.input)
     path = tokenizer.train(texts, args.vocab_size, args.out, args.model_type)
     tok = tokenizer.Tokenizer.load(path)
     print(f"wrote {path}: {tok.vocab_size} ids ({len(tokenizer.SPECIALS)} special)")

@@ -2,7 +2,7 @@
 (optionally METEOR) against all its references."""
 from __future__ import annotations
 
-from pegasus_jax import prompts
+from data_pipelines.text import prompts
 from pegasus_jax.evaluate.caption_data import CaptionItem
 from pegasus_jax.evaluate.caption_metrics import caption_scores
 from pegasus_jax.evaluate.predictions import Prompt

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pegasus_jax import prompts
+from data_pipelines.text import prompts
 from pegasus_jax.infer import schemas
 from pegasus_jax.infer.generate import Generator
 from pegasus_jax.infer.json_constraint import SchemaConstraint
@@ -52,14 +52,16 @@ def token_surfaces(tokenizer) -> list[str | None]:
 class Pegasus:
     def __init__(self, model, config, tokenizer):
         self.model, self.config, self.tokenizer = model, config, tokenizer
-        self.encoder = SegmentEncoder(model)
+        self.encoder = SegmentEncoder(model, config)
         self.generator = Generator(model, stop_ids=(tokenizer.eot_id, tokenizer.eos_id), pad_id=tokenizer.pad_id)
         self._surfaces = None
 
     @classmethod
     def load(cls, checkpoint: str) -> "Pegasus":
+        from pegasus_jax.flax_settings import configure
         from pegasus_jax.infer.checkpoint_loader import load
 
+        configure()  # the Python API is an entry point too
         model, config, tokenizer, _ = load(checkpoint)
         return cls(model, config, tokenizer)
 
@@ -68,7 +70,7 @@ class Pegasus:
         return self.encoder.encode_file(video_path)
 
     def _prompt(self, prompt: str) -> list[int]:
-        from data_pipelines.tokenizer import prompt_ids
+        from data_pipelines.text.chat import prompt_ids
 
         return prompt_ids(self.tokenizer, prompt)
 
@@ -130,7 +132,7 @@ class Pegasus:
         """Mean answer-token loss and perplexity over (at most `batches` batches of) a records glob."""
         from flax import nnx
 
-        from data_pipelines import pipeline
+        from data_pipelines.batch import iterators as pipeline
         from pegasus_jax.models.pegasus import cross_entropy_loss
 
         config = self.config.copy_and_resolve_references()

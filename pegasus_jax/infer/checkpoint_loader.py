@@ -6,6 +6,7 @@ nothing else from the training run is needed.
 from __future__ import annotations
 
 import base64
+import copy
 import os
 import tempfile
 
@@ -27,10 +28,19 @@ def _backfill(config: ml_collections.ConfigDict, defaults: ml_collections.Config
             _backfill(config[field], default)
 
 
+def _upgrade(config: dict) -> dict:
+    """Fields an older release kept elsewhere: data.transcript_tokens is model.transcript_tokens now."""
+    data, model = config.get("data", {}), config.get("model", {})
+    if "transcript_tokens" in data:
+        model.setdefault("transcript_tokens", data.pop("transcript_tokens"))
+    return config
+
+
 def config_from_metadata(meta: dict) -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict(meta["config"])
+    config = ml_collections.ConfigDict(_upgrade(copy.deepcopy(meta["config"])))
     _backfill(config, base_config())
-    config.mesh.axis_rules = tuple((name, tuple(t) if isinstance(t, list) else t) for name, t in config.mesh.axis_rules)
+    # older logical axis names (batch, length) read as today's (act_batch, act_length)
+    config.mesh.axis_rules = sharding.upgrade_axis_rules(config.mesh.axis_rules)
     return validate(config)
 
 
@@ -47,7 +57,7 @@ def tokenizer_file(meta: dict, directory: str) -> str:
 
 def load(path: str, devices=None):
     """(model, config, tokenizer, step) from a checkpoint, the model's parameters on `devices`."""
-    from data_pipelines.tokenizer import Tokenizer
+    from data_pipelines.text.tokenizer import Tokenizer
     from pegasus_jax.train.state import TrainSpec
 
     workdir, step = checkpoint.resolve_checkpoint(path)

@@ -36,7 +36,7 @@ class Generator:
         self.stop_ids = jnp.asarray(stop_ids, jnp.int32)
         self.pad_id = pad_id
         self.dtype = model.decoder.embed(jnp.zeros((1, 1), jnp.int32)).dtype
-        self.width = model.config.model.decoder.width
+        self.width = model.config.decoder.width
 
     def _model(self, state) -> Pegasus:
         return nnx.merge(self.graphdef, state)

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from data_pipelines import video as video_io
-from data_pipelines.batch import example_spec
+from data_pipelines.decode import video as video_io
+from data_pipelines.contract import example_spec
 from pegasus_jax.errors import UserError
 from pegasus_jax.models.alignment import pool_shape, tokens_per_segment
 
@@ -54,13 +54,13 @@ def plan_segments(config, duration: float) -> tuple[list[float], tuple[int, int,
     seg = config.model.align.segment_seconds
     wanted = max(1, math.ceil(duration / seg))
     audio = config.model.align.audio_tokens if config.model.audio.enabled else 0
-    smallest = tokens_per_segment((1, 1, 1), audio, config.data.transcript_tokens)
+    smallest = tokens_per_segment((1, 1, 1), audio, config.model.transcript_tokens)
     count = min(wanted, config.model.align.visual_token_budget // smallest)
     if count < wanted:  # spread the segments we can afford over the whole video
         starts = [i * (duration - seg) / max(count - 1, 1) for i in range(count)]
     else:
         starts = [i * seg for i in range(count)]
-    return starts, pool_shape(config, count)
+    return starts, pool_shape(config.model, count)
 
 
 def segment_batch(config, data: video_io.Media, start: float, has_audio: bool) -> dict:
@@ -109,9 +109,10 @@ class SegmentEncoder:
     position already hints at where it is going).
     """
 
-    def __init__(self, model, use_audio: bool = True, still: bool = False):
+    def __init__(self, model, config, use_audio: bool = True, still: bool = False):
+        """`config`: the whole config (segment layout and sample rate; the model holds config.model only)."""
         self.graphdef, self.state = nnx.split(model)
-        self.config = model.config
+        self.config = config
         self.use_audio = use_audio
         self.still = still
 

@@ -55,7 +55,7 @@ def _write_json(path: str, obj: dict) -> None:
 def export(source: str, out: str, *, dtype: str = "fp32", merge_lora: bool = False, lora_alpha: float | None = None,
            max_shard_bytes: int = 2 << 30) -> dict:
     """Write OUT/llm and OUT/full from the checkpoint `source`; returns a summary."""
-    from data_pipelines.tokenizer import Tokenizer
+    from data_pipelines.text.tokenizer import Tokenizer
 
     _map_large_buffers_separately()
     workdir, step = checkpoint.resolve_checkpoint(source)

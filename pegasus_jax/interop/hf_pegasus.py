@@ -87,6 +87,6 @@ def full_config_to_hf(config, bos_id: int, eos_id: int) -> dict:
         "image_mean": list(mean), "image_std": list(std),
         "pool": [m.align.pool_t, m.align.pool_h, m.align.pool_w], "audio_tokens": m.align.audio_tokens,
         "projector_hidden": m.align.projector_hidden, "visual_token_budget": m.align.visual_token_budget,
-        "transcript_tokens": config.data.transcript_tokens, "time_features": TIME_FEATURES,
+        "transcript_tokens": config.model.transcript_tokens, "time_features": TIME_FEATURES,
         "projector_norm_eps": PROJECTOR_NORM_EPS,
     }

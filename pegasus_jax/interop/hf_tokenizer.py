@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 
-from data_pipelines.tokenizer import SPECIALS, Tokenizer
+from data_pipelines.text.tokenizer import SPECIALS, Tokenizer
 
 
 def write_hf_tokenizer(model_path: str, folder: str) -> None:

@@ -3,7 +3,7 @@
     python -m pegasus_jax.interop.torch_check FOLDER INPUTS.npz OUT.npz [FOLDER INPUTS.npz OUT.npz ...]
 
 For each triple: load FOLDER with `AutoModel.from_pretrained(FOLDER, trust_remote_code=True)`, run
-INPUTS (the arrays of data_pipelines/batch.py, batch-major) and write OUT.npz with "logits" (B, L, V).
+INPUTS (the arrays of data_pipelines/contract.py, batch-major) and write OUT.npz with "logits" (B, L, V).
 When INPUTS also holds "greedy_steps" (one example only) the model continues its prompt greedily, one
 whole-sequence forward per token, until end of text or that many tokens: "greedy_ids" in OUT.npz.
 Prints one line per folder: the model class and dtype. Exits non-zero if JAX was imported anyway.

@@ -1,6 +1,2 @@
-"""The model: Flax NNX modules, one concept per file."""
-from flax import nnx as _nnx
-
-# Parameters carry logical axis names as metadata and are placed on a mesh explicitly by
-# pegasus_jax.sharding; Flax's eager sharding would demand a mesh at construction time.
-_nnx.use_eager_sharding(False)
+"""The model: Flax NNX modules, one concept per file. Built from config.model alone; the process-wide
+Flax settings it needs are applied by the entry points (pegasus_jax/flax_settings.py)."""

@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from pegasus_jax.models.layers import Dense, LayerNorm, activation
+from pegasus_jax.sharding import EMBED, MLP
 
 TIME_FEATURES = 64  # sinusoidal features of a segment's start time (seconds)
 PROJECTOR_NORM_EPS = 1e-5
@@ -48,15 +49,15 @@ def tokens_per_segment(pool: tuple[int, int, int], audio_tokens: int, transcript
     return 1 + math.prod(pool) + audio_tokens + transcript_tokens
 
 
-def pool_shape(config, num_segments: int) -> tuple[int, int, int]:
+def pool_shape(m, num_segments: int) -> tuple[int, int, int]:
     """(T', h', w') for `num_segments` segments within `align.visual_token_budget`.
 
     The configured target is used when it fits; otherwise space is pooled harder first (down to 1x1),
     then time. Raises ValueError when even (1, 1, 1) does not fit.
     """
-    al = config.model.align
-    audio = al.audio_tokens if config.model.audio.enabled else 0
-    transcript = config.data.transcript_tokens
+    al = m.align
+    audio = al.audio_tokens if m.audio.enabled else 0
+    transcript = m.transcript_tokens
     t, h, w = al.pool_t, al.pool_h, al.pool_w
     budget = al.visual_token_budget
 
@@ -92,8 +93,8 @@ class Projector(nnx.Module):
     def __init__(self, in_dim: int, hidden: int, out_dim: int, *, dtype, param_dtype, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.norm = LayerNorm(in_dim, PROJECTOR_NORM_EPS, **kw)
-        self.fc1 = Dense(in_dim, hidden, ("embed", "mlp"), **kw)
-        self.fc2 = Dense(hidden, out_dim, ("mlp", "embed"), **kw)
+        self.fc1 = Dense(in_dim, hidden, (EMBED, MLP), **kw)
+        self.fc2 = Dense(hidden, out_dim, (MLP, EMBED), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.fc2(activation("gelu")(self.fc1(self.norm(x))))
@@ -102,14 +103,13 @@ class Projector(nnx.Module):
 class Alignment(nnx.Module):
     """Maps encoder outputs to decoder-space tokens: pooled vision, pooled audio, segment markers."""
 
-    def __init__(self, config, *, dtype, param_dtype, rngs: nnx.Rngs):
-        m = config.model
+    def __init__(self, m, *, dtype, param_dtype, rngs: nnx.Rngs):
         width = m.decoder.width
         hidden = m.align.projector_hidden or width
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.vision_projector = Projector(m.vision.width, hidden, width, **kw)
         self.audio_projector = Projector(m.audio.width, hidden, width, **kw) if m.audio.enabled else None
-        self.time_embed = Dense(TIME_FEATURES, width, (None, "embed"), **kw)
+        self.time_embed = Dense(TIME_FEATURES, width, (None, EMBED), **kw)
         self.audio_tokens = m.align.audio_tokens
 
     def vision(self, grid: jax.Array, pool: tuple[int, int, int]) -> jax.Array:

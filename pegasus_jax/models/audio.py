@@ -16,7 +16,7 @@ from pegasus_jax.errors import UserError
 from pegasus_jax.models.layers import LayerNorm, LayerStack, PreNormEncoderLayer, activation, param
 from pegasus_jax.models.log_mel import log_mel_spectrogram
 from pegasus_jax.models.posemb import sincos_table
-from pegasus_jax.sharding import constrain
+from pegasus_jax.sharding import ACT_BATCH_LENGTH_EMBED, CONV, EMBED, POSITIONS, constrain
 
 
 class Conv1d(nnx.Module):
@@ -24,8 +24,8 @@ class Conv1d(nnx.Module):
 
     def __init__(self, in_dim: int, out_dim: int, *, stride: int, dtype, param_dtype, rngs: nnx.Rngs):
         init = nnx.initializers.lecun_normal()
-        self.kernel = param(rngs, init, (3, in_dim, out_dim), ("conv", None, "embed"), param_dtype)
-        self.bias = param(rngs, nnx.initializers.zeros, (out_dim,), ("embed",), param_dtype)
+        self.kernel = param(rngs, init, (3, in_dim, out_dim), (CONV, None, EMBED), param_dtype)
+        self.bias = param(rngs, nnx.initializers.zeros, (out_dim,), (EMBED,), param_dtype)
         self.stride = stride
         self.dtype = dtype
 
@@ -45,7 +45,7 @@ class AudioEncoder(nnx.Module):
         self.conv1 = Conv1d(acfg.num_mel_bins, w, stride=1, rngs=rngs, **kw)
         self.conv2 = Conv1d(w, w, stride=2, rngs=rngs, **kw)
         table = sincos_table(np.arange(acfg.max_source_positions), w)  # Whisper's fixed table, kept learnable
-        self.embed_positions = nnx.Param(jnp.asarray(table, param_dtype), out_sharding=("positions", "embed"))
+        self.embed_positions = nnx.Param(jnp.asarray(table, param_dtype), out_sharding=(POSITIONS, EMBED))
         self.layers = LayerStack(
             lambda r: PreNormEncoderLayer(w, acfg.num_heads, acfg.mlp_dim, acfg.layer_norm_eps, "gelu",
                                           k_bias=False, rngs=r, **kw),
@@ -60,7 +60,7 @@ class AudioEncoder(nnx.Module):
         gelu = activation("gelu")
         x = gelu(self.conv2(gelu(self.conv1(mel))))
         x = x + self.embed_positions[...][: x.shape[1]].astype(x.dtype)
-        x = self.layers(constrain(x, ("batch", "length", "act_embed")))
+        x = self.layers(constrain(x, ACT_BATCH_LENGTH_EMBED))
         return self.layer_norm(x)
 
     def encode_waveform(self, waveform: jax.Array) -> jax.Array:

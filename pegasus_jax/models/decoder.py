@@ -16,7 +16,10 @@ from pegasus_jax.config import head_dim
 from pegasus_jax.models.layers import Dense, LayerStack, RMSNorm, dot_product_attention, param
 from pegasus_jax.models.lora import projection
 from pegasus_jax.models.rope import apply_rope, rope_cos_sin
-from pegasus_jax.sharding import constrain
+from pegasus_jax.sharding import (
+    ACT_BATCH_LENGTH_EMBED, ACT_BATCH_LENGTH_HEADS, ACT_BATCH_LENGTH_MLP, ACT_BATCH_LENGTH_VOCAB, EMBED,
+    HEADS, KV_HEADS, MLP, VOCAB, constrain,
+)
 
 
 def valid_positions(mask: jax.Array) -> jax.Array:
@@ -29,14 +32,14 @@ class DecoderLayer(nnx.Module):
         w, h, kv, hd = dcfg.width, dcfg.num_heads, dcfg.num_kv_heads, head_dim(dcfg)
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.attn_norm = RMSNorm(w, dcfg.rms_norm_eps, **kw)
-        self.q = projection(w, h * hd, ("embed", "heads"), "q", lora_cfg, **kw)
-        self.k = projection(w, kv * hd, ("embed", "kv_heads"), "k", lora_cfg, **kw)
-        self.v = projection(w, kv * hd, ("embed", "kv_heads"), "v", lora_cfg, **kw)
-        self.o = projection(h * hd, w, ("heads", "embed"), "o", lora_cfg, **kw)
+        self.q = projection(w, h * hd, (EMBED, HEADS), "q", lora_cfg, **kw)
+        self.k = projection(w, kv * hd, (EMBED, KV_HEADS), "k", lora_cfg, **kw)
+        self.v = projection(w, kv * hd, (EMBED, KV_HEADS), "v", lora_cfg, **kw)
+        self.o = projection(h * hd, w, (HEADS, EMBED), "o", lora_cfg, **kw)
         self.mlp_norm = RMSNorm(w, dcfg.rms_norm_eps, **kw)
-        self.gate = projection(w, dcfg.mlp_dim, ("embed", "mlp"), "gate", lora_cfg, **kw)
-        self.up = projection(w, dcfg.mlp_dim, ("embed", "mlp"), "up", lora_cfg, **kw)
-        self.down = projection(dcfg.mlp_dim, w, ("mlp", "embed"), "down", lora_cfg, **kw)
+        self.gate = projection(w, dcfg.mlp_dim, (EMBED, MLP), "gate", lora_cfg, **kw)
+        self.up = projection(w, dcfg.mlp_dim, (EMBED, MLP), "up", lora_cfg, **kw)
+        self.down = projection(dcfg.mlp_dim, w, (MLP, EMBED), "down", lora_cfg, **kw)
         self.shape = (h, kv, hd)
 
     def __call__(self, x, cos, sin, mask, write_index=None, per_layer=None):
@@ -46,7 +49,7 @@ class DecoderLayer(nnx.Module):
         q = apply_rope(self.q(y).reshape(b, t, h, hd), cos, sin)
         k = apply_rope(self.k(y).reshape(b, t, kv, hd), cos, sin)
         v = self.v(y).reshape(b, t, kv, hd)
-        q = constrain(q, ("batch", "length", "act_heads", None))
+        q = constrain(q, ACT_BATCH_LENGTH_HEADS)
         if per_layer is None:
             keys, values = k, v
         else:  # attend over this layer's cache with the chunk written in; only the chunk goes back out
@@ -57,8 +60,8 @@ class DecoderLayer(nnx.Module):
         out = dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), mask)
         x = x + self.o(out.reshape(b, t, h * hd))
         y = self.mlp_norm(x)
-        hidden = constrain(jax.nn.silu(self.gate(y)) * self.up(y), ("batch", "length", "act_mlp"))
-        x = constrain(x + self.down(hidden), ("batch", "length", "act_embed"))
+        hidden = constrain(jax.nn.silu(self.gate(y)) * self.up(y), ACT_BATCH_LENGTH_MLP)
+        x = constrain(x + self.down(hidden), ACT_BATCH_LENGTH_EMBED)
         return x if per_layer is None else (x, {"k": k, "v": v})
 
 
@@ -67,13 +70,13 @@ class Decoder(nnx.Module):
         self.cfg = dcfg
         self.dtype = dtype
         self.embed_tokens = param(rngs, nnx.initializers.normal(0.02), (dcfg.vocab_size, dcfg.width),
-                                  ("vocab", "embed"), param_dtype)
+                                  (VOCAB, EMBED), param_dtype)
         self.layers = LayerStack(
             lambda r: DecoderLayer(dcfg, lora_cfg, dtype=dtype, param_dtype=param_dtype, rngs=r),
             dcfg.depth, scan=scan, remat=remat, rngs=rngs)
         self.norm = RMSNorm(dcfg.width, dcfg.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
         self.lm_head = None if dcfg.tie_embeddings else Dense(
-            dcfg.width, dcfg.vocab_size, ("embed", "vocab"), use_bias=False, dtype=dtype, param_dtype=param_dtype,
+            dcfg.width, dcfg.vocab_size, (EMBED, VOCAB), use_bias=False, dtype=dtype, param_dtype=param_dtype,
             rngs=rngs)
 
     def embed(self, tokens: jax.Array) -> jax.Array:
@@ -101,7 +104,7 @@ class Decoder(nnx.Module):
         entry at a position not later than theirs. Returns (logits (B, T, vocab) float32, updated cache
         or None).
         """
-        x = constrain(x.astype(self.dtype), ("batch", "length", "act_embed"))
+        x = constrain(x.astype(self.dtype), ACT_BATCH_LENGTH_EMBED)
         cos, sin = rope_cos_sin(positions, head_dim(self.cfg), self.cfg.rope_theta)
         if cache is None:
             key_valid, key_pos = attention_mask, positions
@@ -125,4 +128,4 @@ class Decoder(nnx.Module):
             logits = jnp.dot(x, self.embed_tokens[...].astype(self.dtype).T)
         else:
             logits = self.lm_head(x)
-        return constrain(logits.astype(jnp.float32), ("batch", "length", "act_vocab")), new_cache
+        return constrain(logits.astype(jnp.float32), ACT_BATCH_LENGTH_VOCAB), new_cache

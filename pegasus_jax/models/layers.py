@@ -13,7 +13,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pegasus_jax.sharding import constrain
+from pegasus_jax.sharding import (
+    ACT_BATCH_LENGTH_EMBED, ACT_BATCH_LENGTH_HEADS, ACT_BATCH_LENGTH_MLP, EMBED, HEADS, LAYERS, MLP, NORM,
+    constrain,
+)
 
 Initializer = Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]
 
@@ -54,8 +57,8 @@ class LayerNorm(nnx.Module):
     """LayerNorm with scale and bias, statistics in fp32 (matches torch.nn.LayerNorm)."""
 
     def __init__(self, dim: int, eps: float, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs | None = None):
-        self.scale = param(rngs, nnx.initializers.ones, (dim,), ("norm",), param_dtype)
-        self.bias = param(rngs, nnx.initializers.zeros, (dim,), ("norm",), param_dtype)
+        self.scale = param(rngs, nnx.initializers.ones, (dim,), (NORM,), param_dtype)
+        self.bias = param(rngs, nnx.initializers.zeros, (dim,), (NORM,), param_dtype)
         self.eps = eps
         self.dtype = dtype
 
@@ -71,7 +74,7 @@ class RMSNorm(nnx.Module):
     """Llama RMSNorm: normalise in fp32, cast back, then scale (as transformers' LlamaRMSNorm)."""
 
     def __init__(self, dim: int, eps: float, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs | None = None):
-        self.scale = param(rngs, nnx.initializers.ones, (dim,), ("norm",), param_dtype)
+        self.scale = param(rngs, nnx.initializers.ones, (dim,), (NORM,), param_dtype)
         self.eps = eps
         self.dtype = dtype
 
@@ -118,16 +121,16 @@ class SelfAttention(nnx.Module):
                  param_dtype=jnp.float32, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.num_heads = num_heads
-        self.q = Dense(width, width, ("embed", "heads"), **kw)
-        self.k = Dense(width, width, ("embed", "heads"), use_bias=k_bias, **kw)
-        self.v = Dense(width, width, ("embed", "heads"), **kw)
-        self.o = Dense(width, width, ("heads", "embed"), **kw)
+        self.q = Dense(width, width, (EMBED, HEADS), **kw)
+        self.k = Dense(width, width, (EMBED, HEADS), use_bias=k_bias, **kw)
+        self.v = Dense(width, width, (EMBED, HEADS), **kw)
+        self.o = Dense(width, width, (HEADS, EMBED), **kw)
 
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         b, t, w = x.shape
         split = lambda y: y.reshape(b, t, self.num_heads, w // self.num_heads)
         q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
-        q = constrain(q, ("batch", "length", "act_heads", None))
+        q = constrain(q, ACT_BATCH_LENGTH_HEADS)
         out = dot_product_attention(q, k, v, mask)
         return self.o(out.reshape(b, t, w))
 
@@ -138,13 +141,13 @@ class MLP(nnx.Module):
     def __init__(self, width: int, hidden: int, act: str, *, dtype=jnp.float32, param_dtype=jnp.float32,
                  rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.fc1 = Dense(width, hidden, ("embed", "mlp"), **kw)
-        self.fc2 = Dense(hidden, width, ("mlp", "embed"), **kw)
+        self.fc1 = Dense(width, hidden, (EMBED, MLP), **kw)
+        self.fc2 = Dense(hidden, width, (MLP, EMBED), **kw)
         self.act = act
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = activation(self.act)(self.fc1(x))
-        return self.fc2(constrain(h, ("batch", "length", "act_mlp")))
+        return self.fc2(constrain(h, ACT_BATCH_LENGTH_MLP))
 
 
 class PreNormEncoderLayer(nnx.Module):
@@ -161,7 +164,7 @@ class PreNormEncoderLayer(nnx.Module):
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         x = x + self.attn(self.ln1(x), mask)
         x = x + self.mlp(self.ln2(x))
-        return constrain(x, ("batch", "length", "act_embed"))
+        return constrain(x, ACT_BATCH_LENGTH_EMBED)
 
 
 REMAT_POLICIES = {
@@ -181,7 +184,7 @@ class LayerStack(nnx.Module):
 
     def __init__(self, make_layer: Callable[[nnx.Rngs], nnx.Module], depth: int, *, scan: bool, remat: str,
                  rngs: nnx.Rngs):
-        @nnx.vmap(in_axes=0, out_axes=0, axis_size=depth, transform_metadata={nnx.PARTITION_NAME: "layers"})
+        @nnx.vmap(in_axes=0, out_axes=0, axis_size=depth, transform_metadata={nnx.PARTITION_NAME: LAYERS})
         def build(r):
             return make_layer(r)
 

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pegasus_jax.models.layers import Dense
+from pegasus_jax.sharding import LORA_RANK
 
 
 class LoRAParam(nnx.Param):
@@ -26,8 +27,8 @@ class LoRADense(Dense):
         # Kaiming-uniform over fan-in (bound 1/sqrt(in_dim), as PEFT): x @ A keeps x's scale at any width.
         kaiming_uniform = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
         a = kaiming_uniform(rngs.params(), (in_dim, rank), param_dtype)
-        self.lora_a = LoRAParam(a, out_sharding=(axes[0], "lora_rank"))
-        self.lora_b = LoRAParam(jnp.zeros((rank, out_dim), param_dtype), out_sharding=("lora_rank", axes[1]))
+        self.lora_a = LoRAParam(a, out_sharding=(axes[0], LORA_RANK))
+        self.lora_b = LoRAParam(jnp.zeros((rank, out_dim), param_dtype), out_sharding=(LORA_RANK, axes[1]))
         self.rank = rank
         self.alpha = alpha
 

@@ -1,6 +1,6 @@
 """The composed Pegasus model: video encoder + audio encoder + alignment + decoder.
 
-One example's decoder sequence (see data_pipelines/batch.py for the arrays):
+One example's decoder sequence (see data_pipelines/contract.py for the arrays):
 
     for each segment s in time order:  [marker(t_s)] [T'h'w' visual] [audio_tokens audio] [R transcript]
     then the text:                     [bos] <user> prompt <assistant> answer <eot> [pad ...]
@@ -21,18 +21,18 @@ from pegasus_jax.models.decoder import Decoder, valid_positions
 from pegasus_jax.models.layers import dtype_of
 from pegasus_jax.models.video_encoder import VideoEncoder
 from pegasus_jax.models.vision import normalize_pixels
-from pegasus_jax.sharding import constrain
+from pegasus_jax.sharding import ACT_BATCH_LENGTH_EMBED, constrain
 
 
 class Pegasus(nnx.Module):
-    def __init__(self, config, *, rngs: nnx.Rngs):
-        m = config.model
+    def __init__(self, m, *, rngs: nnx.Rngs):
+        """`m`: the model section of the config (config.model); the model reads nothing else."""
         kw = dict(dtype=dtype_of(m.dtype), param_dtype=dtype_of(m.param_dtype), scan=m.scan_layers,
                   remat=m.remat_policy, rngs=rngs)
-        self.config = config
+        self.config = m
         self.video_encoder = VideoEncoder(m.vision, **kw)
         self.audio_encoder = AudioEncoder(m.audio, **kw) if m.audio.enabled else None
-        self.alignment = Alignment(config, dtype=kw["dtype"], param_dtype=kw["param_dtype"], rngs=rngs)
+        self.alignment = Alignment(m, dtype=kw["dtype"], param_dtype=kw["param_dtype"], rngs=rngs)
         self.decoder = Decoder(m.decoder, m.lora, **kw)
 
     # -- the multimodal prefix ------------------------------------------------------------------
@@ -45,7 +45,7 @@ class Pegasus(nnx.Module):
         frames = batch["frames"]
         b, s = frames.shape[:2]
         pool = pool or pool_shape(self.config, s)
-        pixels = normalize_pixels(frames.reshape((b * s,) + frames.shape[2:]), self.config.model.vision.kind)
+        pixels = normalize_pixels(frames.reshape((b * s,) + frames.shape[2:]), self.config.vision.kind)
         grid = self.video_encoder(pixels)  # (B*S, F, g, g, Wv)
         visual = self.alignment.vision(grid, pool).reshape(b, s, -1, self.decoder_width)
         parts = [self.alignment.marker(batch["segment_start"])[:, :, None], visual]
@@ -58,17 +58,17 @@ class Pegasus(nnx.Module):
             parts.append(audio)
             audio_valid = (batch["segment_mask"] & batch["audio_mask"])[:, :, None]
             valid.append(jnp.broadcast_to(audio_valid, audio.shape[:3]))
-        if self.config.data.transcript_tokens > 0:
+        if self.config.transcript_tokens > 0:
             parts.append(self.decoder.embed(batch["transcript"]))
             valid.append(batch["transcript_mask"] & seg_valid)
         x = jnp.concatenate([p.astype(visual.dtype) for p in parts], axis=2)
         mask = jnp.concatenate(valid, axis=2)
         x = x.reshape(b, -1, self.decoder_width)
-        return constrain(x, ("batch", "length", "act_embed")), mask.reshape(b, -1)
+        return constrain(x, ACT_BATCH_LENGTH_EMBED), mask.reshape(b, -1)
 
     @property
     def decoder_width(self) -> int:
-        return self.config.model.decoder.width
+        return self.config.decoder.width
 
     def sequence(self, batch: dict) -> tuple[jax.Array, jax.Array]:
         """The whole decoder input: prefix then text. Returns embeddings and the valid-token mask."""

@@ -15,7 +15,9 @@ from flax import nnx
 from pegasus_jax.models import posemb
 from pegasus_jax.models.layers import MLP, LayerNorm, LayerStack, SelfAttention, param
 from pegasus_jax.models.vision import ACTIVATIONS, FrameEncoder
-from pegasus_jax.sharding import constrain
+from pegasus_jax.sharding import (
+    ACT_BATCH, ACT_BATCH_LENGTH_EMBED, ACT_EMBED, ACT_LENGTH, EMBED, POSITIONS, constrain,
+)
 
 
 def interpolate_positions(table: jax.Array, length: int) -> jax.Array:
@@ -47,7 +49,7 @@ class TemporalLayer(nnx.Module):
     def __call__(self, x: jax.Array, pos: jax.Array) -> jax.Array:
         x = x + self.attn(self.ln1(x) + pos.astype(x.dtype))
         x = x + self.mlp(self.ln2(x))
-        return constrain(x, ("batch", "length", "act_embed"))
+        return constrain(x, ACT_BATCH_LENGTH_EMBED)
 
 
 class VideoEncoder(nnx.Module):
@@ -56,7 +58,7 @@ class VideoEncoder(nnx.Module):
         self.temporal_depth = vcfg.temporal_depth
         if vcfg.temporal_depth:
             table = posemb.sincos_table(np.arange(vcfg.max_frames), vcfg.width)
-            self.temporal_position = param(rngs, posemb.initializer(table), table.shape, ("positions", "embed"),
+            self.temporal_position = param(rngs, posemb.initializer(table), table.shape, (POSITIONS, EMBED),
                                            param_dtype)
             self.temporal = LayerStack(lambda r: TemporalLayer(vcfg, dtype=dtype, param_dtype=param_dtype, rngs=r),
                                        vcfg.temporal_depth, scan=scan, remat=remat, rngs=rngs)
@@ -71,6 +73,6 @@ class VideoEncoder(nnx.Module):
             # one sequence of t frames per (clip, spatial location); clip-major so 'batch' sharding holds
             x = video.reshape(b, t, g * g, w).transpose(0, 2, 1, 3).reshape(b * g * g, t, w)
             pos = interpolate_positions(self.temporal_position[...], t)[None]
-            x = self.temporal(constrain(x, ("batch", "length", "act_embed")), pos)
+            x = self.temporal(constrain(x, ACT_BATCH_LENGTH_EMBED), pos)
             video = x.reshape(b, g * g, t, w).transpose(0, 2, 1, 3).reshape(b, t, g, g, w)
-        return constrain(video, ("batch", "length", None, None, "act_embed"))
+        return constrain(video, (ACT_BATCH, ACT_LENGTH, None, None, ACT_EMBED))

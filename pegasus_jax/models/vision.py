@@ -14,7 +14,7 @@ from flax import nnx
 
 from pegasus_jax.models import posemb
 from pegasus_jax.models.layers import Dense, LayerNorm, LayerStack, PreNormEncoderLayer, param
-from pegasus_jax.sharding import constrain
+from pegasus_jax.sharding import ACT_BATCH_LENGTH_EMBED, CONV, EMBED, POSITIONS, constrain
 
 PIXEL_STATS = {  # (mean, std) per RGB channel of the towers' preprocessing
     "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
@@ -44,13 +44,13 @@ class FrameEncoder(nnx.Module):
         width = vcfg.width
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         clip = vcfg.kind == "clip"
-        self.patch_embed = Dense(self.patch ** 2 * 3, width, ("conv", "embed"), use_bias=not clip, rngs=rngs, **kw)
+        self.patch_embed = Dense(self.patch ** 2 * 3, width, (CONV, EMBED), use_bias=not clip, rngs=rngs, **kw)
         init = nnx.initializers.normal(0.02)
-        self.class_embedding = param(rngs, init, (width,), ("embed",), param_dtype) if clip else None
+        self.class_embedding = param(rngs, init, (width,), (EMBED,), param_dtype) if clip else None
         table = posemb.grid_table(self.grid, width)
         if clip:  # the class token's row
             table = np.concatenate([np.zeros((1, width), np.float32), table])
-        self.position_embedding = param(rngs, posemb.initializer(table), table.shape, ("positions", "embed"),
+        self.position_embedding = param(rngs, posemb.initializer(table), table.shape, (POSITIONS, EMBED),
                                         param_dtype)
         self.pre_norm = LayerNorm(width, vcfg.layer_norm_eps, rngs=rngs, **kw) if clip else None
         self.layers = LayerStack(
@@ -69,7 +69,7 @@ class FrameEncoder(nnx.Module):
         x = x + self.position_embedding[...].astype(x.dtype)
         if self.pre_norm is not None:
             x = self.pre_norm(x)
-        x = self.layers(constrain(x, ("batch", "length", "act_embed")))
+        x = self.layers(constrain(x, ACT_BATCH_LENGTH_EMBED))
         return x if self.kind == "clip" else self.post_norm(x)
 
     def patch_grid(self, pixels: jax.Array) -> jax.Array:

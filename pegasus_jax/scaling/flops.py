@@ -58,9 +58,9 @@ def _encoder_layers_macs(tokens: int, width: int, mlp: int, depth: int, sequence
 def decoder_sequence_length(config) -> int:
     """Decoder positions of one example at the padded maximum shape."""
     m, d = config.model, config.data
-    pool = pool_shape(config, d.max_segments)
+    pool = pool_shape(config.model, d.max_segments)
     audio = m.align.audio_tokens if m.audio.enabled else 0
-    return d.max_segments * tokens_per_segment(pool, audio, d.transcript_tokens) + d.max_text_len
+    return d.max_segments * tokens_per_segment(pool, audio, config.model.transcript_tokens) + d.max_text_len
 
 
 def unit_forward_macs(config) -> dict[str, int]:
@@ -132,9 +132,9 @@ def padded_work(config, examples: int = 1) -> dict[str, int]:
     t = decoder_sequence_length(config)
     per_example = {
         "examples": 1, "segments": s, "audio_segments": s if audio else 0,
-        "visual_tokens": s * math.prod(pool_shape(config, s)),
+        "visual_tokens": s * math.prod(pool_shape(config.model, s)),
         "audio_tokens": s * m.align.audio_tokens if audio else 0,
-        "transcript_tokens": s * d.transcript_tokens, "text_tokens": d.max_text_len, "tokens": t, "tokens_sq": t * t,
+        "transcript_tokens": s * config.model.transcript_tokens, "text_tokens": d.max_text_len, "tokens": t, "tokens_sq": t * t,
     }
     return {k: examples * v for k, v in per_example.items()}
 
@@ -173,12 +173,12 @@ def real_decoder_tokens(work: dict) -> int:
 
 
 def work_of_batch(config, batch: dict) -> dict:
-    """The work dict of one batch of the data contract (data_pipelines/batch.py), computed with jax.numpy
+    """The work dict of one batch of the data contract (data_pipelines/contract.py), computed with jax.numpy
     (inside the jitted step: global sums over the whole batch). Counts are int32, "tokens_sq" float32.
 
     Mirrors how Pegasus.sequence lays an example out and what it masks: per valid segment one marker,
     T'h'w' visual tokens (pooling of the batch's S segments), align.audio_tokens audio tokens when the
-    segment has audio (and audio is enabled), its valid transcript tokens (when data.transcript_tokens
+    segment has audio (and audio is enabled), its valid transcript tokens (when model.transcript_tokens
     > 0); then the valid text tokens.
     """
     import jax.numpy as jnp
@@ -188,13 +188,13 @@ def work_of_batch(config, batch: dict) -> dict:
     seg = jnp.asarray(batch["segment_mask"]).astype(bool)  # (B, S)
     s = seg.shape[1]
     segments = seg.sum(axis=1, dtype=i32)  # (B,)
-    visual = segments * math.prod(pool_shape(config, s))
+    visual = segments * math.prod(pool_shape(config.model, s))
     if m.audio.enabled:
         audio_segments = (seg & jnp.asarray(batch["audio_mask"]).astype(bool)).sum(axis=1, dtype=i32)
     else:
         audio_segments = jnp.zeros_like(segments)
     audio = audio_segments * (m.align.audio_tokens if m.audio.enabled else 0)
-    if d.transcript_tokens > 0:
+    if config.model.transcript_tokens > 0:
         transcript = (jnp.asarray(batch["transcript_mask"]).astype(bool) & seg[:, :, None]).sum(axis=(1, 2), dtype=i32)
     else:
         transcript = jnp.zeros_like(segments)

@@ -152,8 +152,8 @@ def prepare_shared_data(points: list[dict], workdir: str) -> None:
     paths = shared_data_overrides(workdir)
     if config.data.path != paths["data.path"]:
         return
-    from data_pipelines import synth
-    from data_pipelines.tokenizer import train_tokenizer_for_config
+    from data_pipelines.sources import synth
+    from data_pipelines.records.tokenizer_corpus import train_tokenizer_for_config
 
     corpus = os.path.join(workdir, "corpus")
     if not os.path.exists(os.path.join(corpus, "corpus.json")):

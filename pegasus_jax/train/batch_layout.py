@@ -19,9 +19,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
-from data_pipelines.pipeline import ReadSlot
+from data_pipelines.batch.read import ReadSlot
 from pegasus_jax.errors import ConfigError
-from pegasus_jax.sharding import batch_sharding, rules_dict
+from pegasus_jax.sharding import ACT_BATCH, batch_sharding, rules_dict
 
 
 def rows_by_process(sharding: NamedSharding, global_batch: int) -> dict[int, tuple[int, ...]]:
@@ -56,7 +56,7 @@ class BatchLayout:
     @classmethod
     def create(cls, mesh: Mesh, axis_rules, global_batch: int, process_index: int | None = None) -> "BatchLayout":
         rules = rules_dict(axis_rules)
-        shards = int(np.prod([mesh.shape[a] for a in rules.get("batch", ()) if a in mesh.shape]))
+        shards = int(np.prod([mesh.shape[a] for a in rules.get(ACT_BATCH, ()) if a in mesh.shape]))
         if global_batch % shards:
             raise ConfigError(f"config.train.batch_size: {global_batch} does not divide over the {shards} batch "
                               f"shards of mesh {dict(mesh.shape)}")

@@ -51,7 +51,7 @@ def root(workdir: str) -> epath.Path:
 
 def metadata(config, tokenizer_path: str | None, step: int) -> dict:
     """Config, tokenizer (bytes inline, base64) and code version: a checkpoint is self-contained."""
-    from pegasus_jax import __version__
+    from pegasus_jax.version import __version__
     meta = {"config": config.to_dict(), "version": __version__, "step": step, "tokenizer": None}
     if tokenizer_path:
         blob = epath.Path(tokenizer_path).read_bytes()

@@ -65,7 +65,7 @@ class TrainSpec:
 
     @classmethod
     def create(cls, config, mesh: Mesh) -> "TrainSpec":
-        abstract = nnx.eval_shape(lambda: Pegasus(config, rngs=nnx.Rngs(config.seed)))
+        abstract = nnx.eval_shape(lambda: Pegasus(config.model, rngs=nnx.Rngs(config.seed)))
         graphdef, trainable, frozen, rest = nnx.split(abstract, trainable_filter(config.train.stage), nnx.Param, ...)
         _check_lr_mults_match(config.train.lr_mults, trainable.to_pure_dict())
         return cls(config, mesh, graphdef, (trainable, frozen, rest), make_optimizer(config.train))
@@ -101,7 +101,7 @@ class TrainSpec:
         """Materialise a fresh state directly in its shardings (never the whole model on one host)."""
 
         def init():
-            model = Pegasus(self.config, rngs=nnx.Rngs(seed))
+            model = Pegasus(self.config.model, rngs=nnx.Rngs(seed))
             _, trainable, frozen, rest = nnx.split(model, trainable_filter(self.config.train.stage), nnx.Param, ...)
             params = trainable.to_pure_dict()
             return {"step": jnp.zeros((), jnp.int32), "params": params, "frozen": frozen.to_pure_dict(),

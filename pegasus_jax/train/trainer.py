@@ -35,8 +35,8 @@ log = logging.getLogger("pegasus_jax.train")
 
 def prepare_data(config, workdir: str) -> tuple[str, str, str | None]:
     """(train glob, eval glob or None, tokenizer path); generates the built-in corpus when needed."""
-    from data_pipelines import synth
-    from data_pipelines.tokenizer import train_tokenizer_for_config
+    from data_pipelines.sources import synth
+    from data_pipelines.records.tokenizer_corpus import train_tokenizer_for_config
 
     train_glob, eval_glob = config.data.path, config.data.eval_path
     if train_glob is None:
@@ -100,9 +100,9 @@ def _train(config, workdir: str, mesh, stop: StopAgreement) -> dict:
     spec = TrainSpec.create(config, mesh)
     train_glob, eval_glob, tokenizer_path = prepare_data(config, workdir)
 
-    from data_pipelines import pipeline
-    from data_pipelines.mixture import with_builtin
-    from data_pipelines.tokenizer import Tokenizer
+    from data_pipelines.batch import iterators as pipeline
+    from data_pipelines.batch.mixture import with_builtin
+    from data_pipelines.text.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.load(tokenizer_path)
     data_cfg = config.copy_and_resolve_references()
@@ -179,6 +179,10 @@ def _train(config, workdir: str, mesh, stop: StopAgreement) -> dict:
             if stopping:
                 log.info("stopping: saved step %d", done)
                 break
+        seen = pipeline.stats(data_iter)
+        if seen["bad_total"]:  # each was logged when skipped; the summary names the first of each kind
+            log.warning("skipped %d bad records of %d: %s; first of each kind: %s", seen["bad_total"], seen["seen"],
+                        seen["bad_records"], seen["first_bad"])
         mngr.wait_until_finished()
     finally:
         writer.close()
@@ -189,7 +193,7 @@ def _train(config, workdir: str, mesh, stop: StopAgreement) -> dict:
 def _eval_runner(spec, config, tokenizer, eval_glob, layout):
     """Held-out loss over config.train.eval_batches batches; the eval step is compiled once per run
     (one text length, the longest bucket, so every eval batch has the same shapes)."""
-    from data_pipelines import pipeline
+    from data_pipelines.batch import iterators as pipeline
 
     cfg = config.copy_and_resolve_references()
     cfg.data.path = eval_glob

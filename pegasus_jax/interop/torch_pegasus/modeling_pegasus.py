@@ -9,7 +9,7 @@ interpolated position table, PLLaVA adaptive pooling, the LayerNorm + MLP projec
 the segment time markers, and the decoder sequence
     per segment: [marker] [T'h'w' visual] [audio tokens] [transcript]   then the text,
 with invalid tokens masked out of attention and skipped by the RoPE positions.
-`forward` takes the batch arrays of data_pipelines/batch.py as torch tensors.
+`forward` takes the batch arrays of data_pipelines/contract.py as torch tensors.
 """
 import math
 

@@ -1,0 +1,12 @@
+"""Process-wide Flax settings, applied once by each entry point before it builds a model: the CLI main,
+the Python API's `Pegasus.load`, the tests' conftest, the benchmarks. Importing the library changes none.
+
+Parameters carry logical axis names as metadata and are placed on a mesh explicitly by
+pegasus_jax.sharding; Flax's eager sharding would demand a mesh at construction time, so it is off.
+"""
+
+
+def configure() -> None:
+    from flax import nnx
+
+    nnx.use_eager_sharding(False)
