@@ -166,3 +166,22 @@ def test_dcn_fields_are_validated(fields, field):
     with pytest.raises(ConfigError) as err:
         cfg.validate(c)
     assert str(err.value).startswith(field + ":") and "\n" not in str(err.value)
+
+
+def test_every_parameter_names_axes_the_rules_know():
+    """Each parameter's logical axis names are strings the rules table maps (a name shadowed by a class of the
+    same name, e.g. the encoder's MLP, would silently leave that parameter unsharded)."""
+    from flax import nnx
+
+    from pegasus_jax import config as cfg
+    from pegasus_jax.models.pegasus import Pegasus
+    from pegasus_jax.sharding import DEFAULT_AXIS_RULES
+
+    config = cfg.get("tiny", model__lora__rank=2)
+    model = nnx.eval_shape(lambda: Pegasus(config.model, rngs=nnx.Rngs(0)))
+    known = {name for name, _ in DEFAULT_AXIS_RULES}
+    names = {name for _, var in nnx.iter_graph(model) if isinstance(var, nnx.Param)
+             for name in var.get_metadata().get("out_sharding") or () if name is not None}
+    unknown = {str(name) for name in names if not (isinstance(name, str) and name in known)}
+    assert not unknown, unknown
+    assert {"embed", "mlp", "heads", "vocab", "layers"} <= names

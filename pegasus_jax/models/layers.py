@@ -14,9 +14,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pegasus_jax.sharding import (
-    ACT_BATCH_LENGTH_EMBED, ACT_BATCH_LENGTH_HEADS, ACT_BATCH_LENGTH_MLP, EMBED, HEADS, LAYERS, MLP, NORM,
-    constrain,
+    ACT_BATCH_LENGTH_EMBED, ACT_BATCH_LENGTH_HEADS, ACT_BATCH_LENGTH_MLP, EMBED, HEADS, LAYERS, NORM, constrain,
 )
+from pegasus_jax.sharding import MLP as MLP_AXIS  # the class MLP below would shadow the axis name
 
 Initializer = Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]
 
@@ -141,8 +141,8 @@ class MLP(nnx.Module):
     def __init__(self, width: int, hidden: int, act: str, *, dtype=jnp.float32, param_dtype=jnp.float32,
                  rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.fc1 = Dense(width, hidden, (EMBED, MLP), **kw)
-        self.fc2 = Dense(hidden, width, (MLP, EMBED), **kw)
+        self.fc1 = Dense(width, hidden, (EMBED, MLP_AXIS), **kw)
+        self.fc2 = Dense(hidden, width, (MLP_AXIS, EMBED), **kw)
         self.act = act
 
     def __call__(self, x: jax.Array) -> jax.Array:
