@@ -10,6 +10,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 import torch
 import transformers
@@ -26,9 +27,19 @@ from pegasus_jax.interop.import_hf import write_checkpoint
 from pegasus_jax.models.decoder import valid_positions
 from pegasus_jax.models.lora import merge_lora, set_lora_alpha
 from pegasus_jax.models.pegasus import Pegasus
-from pegasus_jax.train.init_from import read_state_on_host
+from pegasus_jax.train.init_from import state_path
 
 TOL = 1e-4
+
+
+def read_state_on_host(workdir: str, step: int) -> dict:
+    """A checkpoint's whole train state as NumPy arrays, whatever mesh it was saved from."""
+    path = state_path(workdir, step)
+    reader = ocp.PyTreeCheckpointer()
+    meta = reader.metadata(path)
+    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return reader.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
 VARIANTS = {"clip-untied": dict(model__vision__kind="clip"),
             "siglip-tied": dict(model__vision__kind="siglip", model__vision__layer_norm_eps=1e-6,
                                 model__decoder__tie_embeddings=True)}

@@ -69,7 +69,7 @@ def test_loads_onto_another_mesh_without_the_optimizer_state(tmp_path, orbax_rea
     fresh = {k: np.asarray(v) for k, (_, v) in by_name(state).items()}
     fresh_opt = jax.tree.map(np.asarray, state["opt_state"])
 
-    loaded, report = load_into(spec, state, str(tmp_path / "src"))
+    loaded, report = load_into(state, str(tmp_path / "src"))
 
     lora = {k for k in fresh if k not in source}
     assert lora and all("lora" in k for k in lora)
@@ -105,7 +105,7 @@ def test_source_only_tensors_are_unused_and_never_read_and_dtypes_follow_the_tar
     config = cfg.get("tiny", model__param_dtype="bfloat16")
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, 2, 2
     spec = spec_for(config, 4)
-    loaded, report = load_into(spec, spec.init_state(1), str(tmp_path / "src"))
+    loaded, report = load_into(spec.init_state(1), str(tmp_path / "src"))
     adapters = {k for k in source if "lora" in k}
     assert adapters
     assert REPORT.match(report).groups() == (str(len(source) - len(adapters)), "3", "0", str(len(adapters))), report
@@ -122,7 +122,7 @@ def test_a_shape_mismatch_is_a_one_line_error_before_any_array_is_read(tmp_path,
     spec = spec_for(config, 1)
     state = spec.init_state(1)
     with pytest.raises(UserError) as err:
-        load_into(spec, state, str(tmp_path / "src"))
+        load_into(state, str(tmp_path / "src"))
     message = str(err.value)
     assert "\n" not in message
     assert re.fullmatch(r"config\.train\.init_from: tensor decoder/layers/layers/\w+/kernel has shape \(.*\) in "
@@ -156,7 +156,7 @@ try:  # Linux >= 4.0: VmHWM := VmRSS; without it the peak is this process's life
     open("/proc/self/clear_refs", "w").write("5")
 except OSError:
     pass
-state, report = load_into(spec, state, sys.argv[2])
+state, report = load_into(state, sys.argv[2])
 jax.block_until_ready(state)
 peak = status("VmHWM")
 print(json.dumps({"before": before, "peak": peak, "growth": peak - before, "report": report}))

@@ -13,7 +13,6 @@ parameter: it belongs to the new run's configuration, not to what it learns from
 from __future__ import annotations
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
@@ -41,23 +40,13 @@ def _tree_metadata(reader: ocp.PyTreeCheckpointer, path) -> dict:
     return meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
 
 
-def read_state_on_host(workdir: str, step: int) -> dict:
-    """A checkpoint's whole train state as NumPy arrays, whatever mesh it was saved from (for tools
-    and tests that compare checkpoints; training reads only what it needs, see `load_into`)."""
-    path = state_path(workdir, step)
-    reader = ocp.PyTreeCheckpointer()
-    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), _tree_metadata(reader, path))
-    return reader.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
-
-
-def load_into(spec, state: dict, source: str) -> tuple[dict, str]:
+def load_into(state: dict, source: str) -> tuple[dict, str]:
     """`state` with every parameter also in `source` (a workdir or a step folder) replaced by the
     source's value, in the sharding and dtype of the `state` leaf it replaces; and a one-line report.
 
     The replaced leaves of `state` are consumed (deleted once the shapes are checked, so the device
     never holds a fresh and a loaded copy of a tensor at once): use the returned state.
     """
-    del spec  # the target's structure, shardings and dtypes are those of `state`
     workdir, step = checkpoint.resolve_checkpoint(source)
     path = state_path(workdir, step)
     reader = ocp.PyTreeCheckpointer()  # a fresh reader: a CheckpointManager binds one handler per item

@@ -70,7 +70,7 @@ def initial_state(spec: TrainSpec, config, mngr, data_iter):
     if config.train.init_from:
         from pegasus_jax.train.init_from import load_into
 
-        state, report = load_into(spec, state, config.train.init_from)
+        state, report = load_into(state, config.train.init_from)
         log.info("initialised from %s: %s", config.train.init_from, report)
     return state, jax.random.key(config.seed), None
 
