@@ -72,6 +72,8 @@ def test_imported_parts_match_transformers(imported, capsys):
     models = made["models"]
     model, config, tokenizer, step = load(str(root / "ckpt"))
     assert step == 0 and config.model.audio.max_source_positions == 50  # shapes from the folders' configs
+    # an imported tower brings its HF preprocessing: the image processor's resize, Whisper's padded window
+    assert config.model.vision.frame_resize == config.model.vision.kind and config.model.audio.whisper_window
     rng = np.random.default_rng(0)
     pixels = rng.normal(size=(2, 32, 32, 3)).astype(np.float32)
     with torch.no_grad():

@@ -25,13 +25,15 @@ class MediaParams:
     sample_rate: int
     audio_samples: int
     max_pixels: int
+    frame_resize: str = "area_crop"  # video.FRAME_RESIZES
 
     @classmethod
     def from_config(cls, config) -> "MediaParams":
         d = dims(config)
         return cls(max_segments=d["S"], frames_per_segment=d["F"], image_size=d["H"],
                    segment_seconds=float(config.model.align.segment_seconds), sample_rate=int(config.data.sample_rate),
-                   audio_samples=d["A"], max_pixels=int(config.data.max_pixels))
+                   audio_samples=d["A"], max_pixels=int(config.data.max_pixels),
+                   frame_resize=config.model.vision.frame_resize)
 
 
 def _segment_audio(source: bytes, segments, p: MediaParams, out: np.ndarray, mask: np.ndarray) -> list[str]:
@@ -63,7 +65,7 @@ def decode_media(ex: VideoExample, p: MediaParams) -> tuple[dict[str, np.ndarray
         duration = ex.duration or info.duration or (1.0 / info.fps if info.fps else p.segment_seconds)
         segments = segment_plan(duration, p.segment_seconds, F, S)
         times = [t for seg in segments for t in seg.timestamps]
-        frames, decoded = sample_frames(ex.video, times, size, p.max_pixels)
+        frames, decoded = sample_frames(ex.video, times, size, p.max_pixels, p.frame_resize)
         one_frame = decoded == 1 or info.num_frames == 1
         audio_source = ex.audio if ex.audio is not None else (ex.video if info.has_audio else None)
     elif ex.frames:
@@ -71,7 +73,7 @@ def decode_media(ex: VideoExample, p: MediaParams) -> tuple[dict[str, np.ndarray
         duration = ex.duration or len(ex.frames) / fps
         segments = segment_plan(duration, p.segment_seconds, F, S)
         times = [t for seg in segments for t in seg.timestamps]
-        frames = decode_frame_jpegs(ex.frames, fps, times, size)
+        frames = decode_frame_jpegs(ex.frames, fps, times, size, p.frame_resize)
         one_frame = len(ex.frames) == 1
         audio_source = ex.audio
     else:

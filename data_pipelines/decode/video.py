@@ -6,6 +6,13 @@ frame covering that time. When the next requested time lies ahead within one GOP
 keyframe spacing seen so far, 2 s before any is seen), decoding simply continues instead of seeking,
 because a seek would land on the same keyframe and decode the same frames again.
 
+Frames are brought to size x size one of three ways (FRAME_RESIZES): "area_crop", the fast default
+(libswscale's area filter straight from the decoded picture, shorter side to size, centre crop);
+"clip", what `CLIPImageProcessor` does (RGB at full resolution, PIL bicubic with the shorter side to
+size and the longer truncated as transformers does, centre crop); "siglip", what
+`SiglipImageProcessor` does (PIL bicubic straight to size x size, no crop). The last two give a
+pretrained tower the pixels it was trained on.
+
 Failures raise DecodeError with a `kind` the pipeline counts (see KINDS).
 """
 from __future__ import annotations
@@ -18,6 +25,7 @@ import numpy as np
 
 KINDS = ("empty", "truncated", "undecodable", "no_video", "too_large", "no_frames")
 DEFAULT_GOP_SECONDS = 2.0
+FRAME_RESIZES = ("area_crop", "clip", "siglip")
 # A container signature at the start means the file was a real video that got cut short.
 _CONTAINER_MAGIC = ((4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (0, b"RIFF"), (0, b"OggS"), (0, b"FLV"), (4, b"moov"),
                     (4, b"mdat"), (4, b"free"), (4, b"wide"))
@@ -132,14 +140,31 @@ def segment_plan(duration: float, segment_seconds: float, frames_per_segment: in
     return segments
 
 
-def _to_rgb_square(frame, size: int) -> np.ndarray:
-    """Resize the shorter side to `size` (libswscale, area filter) and centre-crop to size x size."""
+def _to_rgb_square(frame, size: int, resize: str = "area_crop") -> np.ndarray:
+    """The frame as size x size RGB uint8, resized the `resize` way (FRAME_RESIZES)."""
+    if resize != "area_crop":
+        return _as_hf_processor(frame.to_ndarray(format="rgb24"), size, resize)
     w, h = frame.width, frame.height
     scale = size / min(w, h)
     sw, sh = max(size, round(w * scale)), max(size, round(h * scale))
     rgb = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
     top, left = (sh - size) // 2, (sw - size) // 2
     return rgb[top:top + size, left:left + size]
+
+
+def _as_hf_processor(rgb: np.ndarray, size: int, resize: str) -> np.ndarray:
+    """transformers' PIL image processors: bicubic resize of the uint8 image, then (CLIP) a centre crop."""
+    from PIL import Image
+
+    image = Image.fromarray(rgb)
+    if resize == "siglip":
+        return np.asarray(image.resize((size, size), Image.Resampling.BICUBIC))
+    w, h = image.size
+    longer = int(size * max(w, h) / min(w, h))  # transformers' get_resize_output_image_size truncates
+    sw, sh = (size, longer) if w <= h else (longer, size)
+    resized = np.asarray(image.resize((sw, sh), Image.Resampling.BICUBIC))
+    top, left = (sh - size) // 2, (sw - size) // 2
+    return resized[top:top + size, left:left + size]
 
 
 class _SparseReader:
@@ -203,9 +228,10 @@ def _video_stream(container, max_pixels: int | None):
     return stream
 
 
-def sample_frames(data: Media, timestamps, size: int, max_pixels: int | None = None) -> tuple[np.ndarray, int]:
-    """RGB frames (N, size, size, 3) uint8 covering each time in `timestamps` (any order), and the
-    number of frames actually decoded (for sparsity checks)."""
+def sample_frames(data: Media, timestamps, size: int, max_pixels: int | None = None,
+                  resize: str = "area_crop") -> tuple[np.ndarray, int]:
+    """RGB frames (N, size, size, 3) uint8 covering each time in `timestamps` (any order), resized the
+    `resize` way (FRAME_RESIZES), and the number of frames actually decoded (for sparsity checks)."""
     import av
 
     container = _open(data)
@@ -222,7 +248,7 @@ def sample_frames(data: Media, timestamps, size: int, max_pixels: int | None = N
                     if reader.decoded == 0:
                         raise DecodeError("no_frames", "no frame could be decoded")
                     raise DecodeError("truncated", f"no frame at t={timestamps[i]:.2f}s of {duration:.2f}s")
-                out[i] = _to_rgb_square(frame, size)
+                out[i] = _to_rgb_square(frame, size, resize)
         except av.error.FFmpegError as e:
             raise DecodeError("truncated" if reader.decoded else "undecodable", f"decoding failed: {e}") from None
         return out, reader.decoded
@@ -230,7 +256,7 @@ def sample_frames(data: Media, timestamps, size: int, max_pixels: int | None = N
         container.close()
 
 
-def decode_frame_jpegs(jpegs: list[bytes], fps: float, timestamps, size: int) -> np.ndarray:
+def decode_frame_jpegs(jpegs: list[bytes], fps: float, timestamps, size: int, resize: str = "area_crop") -> np.ndarray:
     """The pre-extracted-JPEG alternative: pick frame floor(t * fps) for each t and decode only those."""
     import av
 
@@ -246,7 +272,7 @@ def decode_frame_jpegs(jpegs: list[bytes], fps: float, timestamps, size: int) ->
             raise DecodeError("undecodable", f"JPEG frame {index}: {e}") from None
         if not frames:
             raise DecodeError("undecodable", f"JPEG frame {index} decoded to nothing")
-        out[i] = _to_rgb_square(frames[0], size)
+        out[i] = _to_rgb_square(frames[0], size, resize)
     return out
 
 

@@ -12,6 +12,7 @@ import re
 
 import ml_collections
 
+from data_pipelines.decode.video import FRAME_RESIZES
 from pegasus_jax.errors import ConfigError
 from pegasus_jax.sharding import DEFAULT_AXIS_RULES
 
@@ -20,6 +21,9 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
 STAGES = ("pretrain", "align", "instruct", "instruct_lora")
 LR_SCHEDULES = ("cosine", "wsd")
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+DECODER_FAMILIES = ("llama", "qwen2", "mistral")  # the HF causal-LM layouts import reads and export writes
+ROPE_TYPES = ("default", "llama3")
+PROJECTOR_ACTS = ("gelu", "gelu_tanh", "quick_gelu", "silu")
 
 
 def _require(cond: bool, field: str, msg: str) -> None:
@@ -47,6 +51,8 @@ def vision_config() -> ml_collections.ConfigDict:
     v.layer_norm_eps = 1e-5
     v.temporal_depth = 4  # factorised temporal layers, residual branches zero-initialised
     v.max_frames = 16  # length of the learned temporal position embedding (interpolated otherwise)
+    # "area_crop": fast (area filter, centre crop); "clip"/"siglip": as the HF image processor (set by import-hf)
+    v.frame_resize = "area_crop"
     return v
 
 
@@ -59,6 +65,7 @@ def check_vision(v) -> None:
     _require(v.temporal_depth >= 0, f"{f}.temporal_depth", "must be >= 0")
     _require(v.width % 4 == 0 and v.width >= 8, f"{f}.width",
              f"must be a multiple of 4 and >= 8 (sin and cos per grid axis in the position tables), got {v.width}")
+    _require(v.frame_resize in FRAME_RESIZES, f"{f}.frame_resize", f"must be one of {FRAME_RESIZES}, got {v.frame_resize!r}")
 
 
 # ---- model.audio -------------------------------------------------------------------------------
@@ -73,6 +80,8 @@ def audio_config() -> ml_collections.ConfigDict:
     a.mlp_dim = 5120
     a.max_source_positions = 1500  # Whisper: 30 s of audio -> 3000 mel frames -> 1500 positions
     a.layer_norm_eps = 1e-5
+    # Encode each segment in Whisper's padded 30 s window, as pretrained Whisper saw it (set by import-hf)
+    a.whisper_window = False
     return a
 
 
@@ -94,6 +103,8 @@ def align_config() -> ml_collections.ConfigDict:
     al.pool_w = 12
     al.audio_tokens = 8  # audio tokens per segment after pooling
     al.projector_hidden = 0  # 0 -> the decoder width
+    al.projector_norm = True  # an input LayerNorm; False is LLaVA's projector (linear, act, linear)
+    al.projector_act = "gelu"
     al.visual_token_budget = 4096  # total video+audio tokens per sample; pooling adapts to it
     return al
 
@@ -106,6 +117,7 @@ def check_align(m) -> None:
     grid = v.image_size // v.patch_size
     _require(al.pool_h <= grid, f"{f}.pool_h", f"{al.pool_h} exceeds the patch grid height {grid}")
     _require(al.pool_w <= grid, f"{f}.pool_w", f"{al.pool_w} exceeds the patch grid width {grid}")
+    _require(al.projector_act in PROJECTOR_ACTS, f"{f}.projector_act", f"must be one of {PROJECTOR_ACTS}")
     _require(al.pool_t <= al.frames_per_segment, f"{f}.pool_t",
              f"{al.pool_t} exceeds frames_per_segment {al.frames_per_segment}")
     _require(al.frames_per_segment <= v.max_frames or v.temporal_depth == 0, f"{f}.frames_per_segment",
@@ -134,6 +146,10 @@ def decoder_config() -> ml_collections.ConfigDict:
     d.rms_norm_eps = 1e-5
     d.tie_embeddings = False
     d.max_seq_len = 8192
+    d.family = "llama"  # llama | qwen2 (q/k/v biases) | mistral: the HF architecture export writes
+    d.sliding_window = 0  # a query sees only the last N keys (Mistral); 0: all
+    d.rope_type = "default"  # default | llama3: Llama 3.1's frequency scaling with the fields below
+    d.rope_factor, d.rope_low_freq_factor, d.rope_high_freq_factor, d.rope_original_max_len = 8.0, 1.0, 4.0, 8192
     return d
 
 
@@ -145,6 +161,10 @@ def check_decoder(d) -> None:
     if d.head_dim == 0:
         _require(d.width % d.num_heads == 0, f"{f}.num_heads", f"{d.num_heads} heads do not divide width {d.width}")
     _require(head_dim(d) % 2 == 0, f"{f}.head_dim", "must be even for RoPE")
+    _require(d.family in DECODER_FAMILIES, f"{f}.family", f"must be one of {DECODER_FAMILIES}, got {d.family!r}")
+    _require(d.rope_type in ROPE_TYPES, f"{f}.rope_type", f"must be one of {ROPE_TYPES}, got {d.rope_type!r}")
+    _require(d.sliding_window == 0 or (d.family == "mistral" and d.sliding_window > 0), f"{f}.sliding_window",
+             f"must be 0, or > 0 with family 'mistral' (the HF layout that has one), got {d.sliding_window}")
 
 
 # ---- model.lora --------------------------------------------------------------------------------
@@ -355,6 +375,11 @@ def wsd_decay_steps(train_cfg) -> int:
 
 def head_dim(decoder_cfg) -> int:
     return decoder_cfg.head_dim or decoder_cfg.width // decoder_cfg.num_heads
+
+
+def qkv_bias(decoder_cfg) -> bool:
+    """Whether q/k/v projections have biases: Qwen2's layout (o and the MLP stay bias-free)."""
+    return decoder_cfg.family == "qwen2"
 
 
 def audio_positions(config) -> int:

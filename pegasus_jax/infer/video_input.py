@@ -69,7 +69,8 @@ def segment_batch(config, data: video_io.Media, start: float, has_audio: bool) -
     seg = config.model.align.segment_seconds
     f = config.model.align.frames_per_segment
     times = [start + (i + 0.5) * seg / f for i in range(f)]
-    frames, _ = video_io.sample_frames(data, times, config.model.vision.image_size)
+    v = config.model.vision
+    frames, _ = video_io.sample_frames(data, times, v.image_size, resize=v.frame_resize)
     batch = {k: np.zeros((1, 1) + shape[1:], dtype) for k, (shape, dtype) in spec.items() if k not in
              ("tokens", "targets", "loss_mask", "text_mask")}
     batch["frames"][0, 0] = frames
@@ -133,7 +134,8 @@ class SegmentEncoder:
         parts, masks = [], []
         has_audio = info.has_audio and self.use_audio
         if self.still:
-            still_frame = video_io.sample_frames(data, [info.duration / 2], self.config.model.vision.image_size)[0][0]
+            v = self.config.model.vision
+            still_frame = video_io.sample_frames(data, [info.duration / 2], v.image_size, resize=v.frame_resize)[0][0]
         for start in starts:
             try:
                 batch = segment_batch(self.config, data, start, has_audio)

@@ -13,6 +13,9 @@ from flax import nnx, traverse_util
 
 from pegasus_jax.errors import UserError
 
+# our activation names (models/layers.py) -> transformers' ACT2FN names
+HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "quick_gelu": "quick_gelu", "silu": "silu"}
+
 
 def to_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):  # a torch tensor

@@ -3,13 +3,13 @@
 The towers keep their transformers names under a prefix (vision_tower., audio_encoder.,
 language_model.) and reuse the per-part mappings; our own parts are named like torch modules:
 temporal_position, temporal_layers.{i}.* (CLIP's encoder-layer layout), {vision,audio}_projector.
-{norm,fc1,fc2}.* and time_embed.*.
+{norm,fc1,fc2}.* (no norm with align.projector_norm=False) and time_embed.*.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from pegasus_jax.interop.common import take
+from pegasus_jax.interop.common import HF_ACTIVATIONS, take
 from pegasus_jax.interop.hf_audio import audio_config_to_hf, audio_from_hf, audio_hf_items
 from pegasus_jax.interop.hf_llama import llama_config_to_hf, llama_from_hf, llama_hf_items
 from pegasus_jax.interop.hf_vision import (encoder_layer_items, encoder_layers_from_hf, vision_config_to_hf,
@@ -19,6 +19,10 @@ from pegasus_jax.models.vision import PIXEL_STATS
 
 VISION, AUDIO, LLM = "vision_tower.", "audio_encoder.", "language_model."
 _PROJECTOR = {"norm": ("scale", "bias"), "fc1": ("kernel", "bias"), "fc2": ("kernel", "bias")}
+
+
+def _projector_parts(m) -> dict:
+    return _PROJECTOR if m.align.projector_norm else {k: v for k, v in _PROJECTOR.items() if k != "norm"}
 
 
 def _module_items(params: dict, name: str, parts: tuple[str, str]):
@@ -43,7 +47,7 @@ def full_hf_items(params: dict, config):
         yield from encoder_layer_items(video["temporal"], m.vision.temporal_depth, "temporal_layers.")
     projectors = ("vision_projector", "audio_projector") if m.audio.enabled else ("vision_projector",)
     for projector in projectors:
-        for part, names in _PROJECTOR.items():
+        for part, names in _projector_parts(m).items():
             yield from _module_items(params["alignment"][projector][part], f"{projector}.{part}", names)
     yield from _module_items(params["alignment"]["time_embed"], "time_embed", ("kernel", "bias"))
     if m.audio.enabled:
@@ -64,7 +68,7 @@ def full_from_hf(state_dict: dict, config) -> dict:
         video["temporal_position"] = get("temporal_position")
         video["temporal"] = encoder_layers_from_hf(get, m.vision.temporal_depth, "temporal_layers.")
     projectors = ("vision_projector", "audio_projector") if m.audio.enabled else ("vision_projector",)
-    alignment = {p: {part: _module_from(get, f"{p}.{part}", names) for part, names in _PROJECTOR.items()}
+    alignment = {p: {part: _module_from(get, f"{p}.{part}", names) for part, names in _projector_parts(m).items()}
                  for p in projectors}
     alignment["time_embed"] = _module_from(get, "time_embed", ("kernel", "bias"))
     out = {"video_encoder": video, "alignment": alignment,
@@ -88,5 +92,6 @@ def full_config_to_hf(config, bos_id: int, eos_id: int) -> dict:
         "pool": [m.align.pool_t, m.align.pool_h, m.align.pool_w], "audio_tokens": m.align.audio_tokens,
         "projector_hidden": m.align.projector_hidden, "visual_token_budget": m.align.visual_token_budget,
         "transcript_tokens": config.model.transcript_tokens, "time_features": TIME_FEATURES,
-        "projector_norm_eps": PROJECTOR_NORM_EPS,
+        "projector_norm_eps": PROJECTOR_NORM_EPS, "projector_norm": m.align.projector_norm,
+        "projector_act": HF_ACTIVATIONS[m.align.projector_act], "whisper_window": m.audio.whisper_window,
     }

@@ -1,8 +1,12 @@
 """Import local Hugging Face folders into a new checkpoint of our model (SPEC 7).
 
---vision (CLIP / SigLIP), --audio (Whisper) and --llm (a Llama with a SentencePiece tokenizer.model)
-each fill their part; their config.json decides the part's shape (overriding --config), every other
-part (temporal layers, projectors, markers, LoRA adapters) starts as the config initialises it.
+--vision (CLIP / SigLIP), --audio (Whisper) and --llm (a Llama, Qwen2 or Mistral causal LM with a
+SentencePiece tokenizer.model) each fill their part; --vlm fills the vision tower, vision projector and
+LLM from one LLaVA-NeXT-Video folder (hf_llava.py). Their config.json decides the parts' shapes, every
+other part (temporal layers, projectors, markers, LoRA adapters) starts as the config initialises it.
+An imported tower brings its preprocessing: its HF image processor's resize and crop
+(model.vision.frame_resize) and, for Whisper, the padded 30 s window (model.audio.whisper_window).
+--config.a.b=v flags win over all of these.
 --full reads a whole-model export (OUT/full) back, config and tokenizer included: import(export(x))
 is x. The checkpoint is written in the trainer's layout at step 0, so generate / eval / export and
 `train --config.train.init_from=CKPT` use it.
@@ -62,12 +66,13 @@ def _count(nested: dict) -> int:
     return len(traverse_util.flatten_dict(nested))
 
 
-def _config_for(args_config: str | None, overrides: dict, vision, audio, llm, full):
+def _config_for(args_config: str | None, overrides: dict, vision, audio, llm, full, vlm):
     from pegasus_jax.config import apply_overrides, load_config, validate
     from pegasus_jax.infer.checkpoint_loader import config_from_metadata
     from pegasus_jax.interop.export import PROVENANCE
     from pegasus_jax.interop.hf_audio import audio_config_from_hf
     from pegasus_jax.interop.hf_llama import llama_config_from_hf
+    from pegasus_jax.interop.hf_llava import llava_config_from_hf
     from pegasus_jax.interop.hf_vision import vision_config_from_hf
 
     if full:
@@ -81,40 +86,48 @@ def _config_for(args_config: str | None, overrides: dict, vision, audio, llm, fu
         raise UserError("--config is required (unless --full)")
     config = load_config(args_config, overrides)
     m = config.model
+    if vlm:
+        for section, fields in llava_config_from_hf(read_config_json(vlm, "--vlm")).items():
+            m[section].update(fields)
     if vision:
         m.vision.update(vision_config_from_hf(read_config_json(vision, "--vision")))
+    if vision or vlm:
+        m.vision.frame_resize = m.vision.kind
     if audio:
-        m.audio.update(audio_config_from_hf(read_config_json(audio, "--audio")))
+        m.audio.update(audio_config_from_hf(read_config_json(audio, "--audio")), whisper_window=True)
     if llm:
         m.decoder.update(llama_config_from_hf(read_config_json(llm, "--llm")))
-    return validate(config)
+    return validate(apply_overrides(config, overrides))
 
 
 def import_hf(out: str, *, config_path: str | None = None, overrides: dict | None = None, vision: str | None = None,
-              audio: str | None = None, llm: str | None = None, full: str | None = None) -> str:
+              audio: str | None = None, llm: str | None = None, full: str | None = None, vlm: str | None = None) -> str:
     """Write the checkpoint OUT/checkpoints/0; returns a report of what was loaded and what is new."""
     from data_pipelines.text.tokenizer import Tokenizer
     from pegasus_jax.interop.common import load_params, pretrained_params
     from pegasus_jax.interop.hf_audio import audio_from_hf
     from pegasus_jax.interop.hf_llama import llama_from_hf
+    from pegasus_jax.interop.hf_llava import llava_from_hf
     from pegasus_jax.interop.hf_pegasus import full_from_hf
     from pegasus_jax.interop.hf_vision import vision_from_hf
     from pegasus_jax.models.pegasus import Pegasus
 
-    if full and (vision or audio or llm):
-        raise UserError("--full reads a whole model: do not combine it with --vision/--audio/--llm")
-    if not (full or vision or audio or llm):
-        raise UserError("nothing to import: give --vision, --audio, --llm or --full")
+    if full and (vision or audio or llm or vlm):
+        raise UserError("--full reads a whole model: do not combine it with --vision/--audio/--llm/--vlm")
+    if vlm and (vision or llm):
+        raise UserError("--vlm brings its own vision tower and LLM: do not combine it with --vision/--llm")
+    if not (full or vision or audio or llm or vlm):
+        raise UserError("nothing to import: give --vision, --audio, --llm, --vlm or --full")
     if os.path.exists(os.path.join(out, "checkpoints")):
         raise UserError(f"--out: {out} already holds checkpoints")
-    config = _config_for(config_path, overrides or {}, vision, audio, llm, full)
+    config = _config_for(config_path, overrides or {}, vision, audio, llm, full, vlm)
     if audio and not config.model.audio.enabled:
         raise UserError("--audio: config.model.audio.enabled is False")
-    tokenizer_source = full or llm
+    tokenizer_source = full or llm or vlm
     tokenizer_path = None
     if tokenizer_source:
         tokenizer_path = os.path.join(tokenizer_source, "tokenizer.model")
-        flag = "--full" if full else "--llm"
+        flag = "--full" if full else "--llm" if llm else "--vlm"
         if not os.path.isfile(tokenizer_path):
             raise UserError(f"{flag}: {tokenizer_source} has no tokenizer.model (a SentencePiece tokenizer is needed)")
         Tokenizer.load(tokenizer_path).check_fits(config.model.decoder.vocab_size)
@@ -139,6 +152,11 @@ def import_hf(out: str, *, config_path: str | None = None, overrides: dict | Non
                       f"--audio {audio}: "))
     if llm:
         parts.append((model.decoder, _mapped("--llm", llm, lambda sd: llama_from_hf(sd, m.decoder)), f"--llm {llm}: "))
+    if vlm:
+        nested = _mapped("--vlm", vlm, lambda sd: llava_from_hf(sd, m))
+        parts += [(model.video_encoder.frames, nested["frames"], f"--vlm {vlm}: "),
+                  (model.alignment.vision_projector, nested["vision_projector"], f"--vlm {vlm}: "),
+                  (model.decoder, nested["decoder"], f"--vlm {vlm}: ")]
     for module, nested, where in parts:
         load_params(module, nested, where)
     loaded = sum(_count(nested) for _, nested, _ in parts)

@@ -82,22 +82,28 @@ def time_features(seconds: jax.Array) -> jax.Array:
 
 
 class Projector(nnx.Module):
-    """LayerNorm, then a two-layer MLP with GELU mapping an encoder's width into the decoder's.
+    """LayerNorm, then a two-layer MLP (GELU by default) mapping an encoder's width into the decoder's.
 
     The norm is LLaVA's mlp2x_gelu plus an input LayerNorm (as Qwen2-VL's merger): CLIP's
     last_hidden_state is an un-normalised residual stream, and a tower trained from scratch grows it
     (RMS 1 -> 24 in the demo) until the GELU units saturate, the visual tokens go constant and the
-    gradient into the tower vanishes (~1e-6 against ~1e-2 for audio).
+    gradient into the tower vanishes (~1e-6 against ~1e-2 for audio). Without the norm
+    (`align.projector_norm=False`) it is exactly LLaVA's projector (linear_1, act, linear_2), which
+    import-hf --vlm loads.
     """
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, *, norm: bool, act: str, dtype, param_dtype,
+                 rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.norm = LayerNorm(in_dim, PROJECTOR_NORM_EPS, **kw)
+        self.norm = LayerNorm(in_dim, PROJECTOR_NORM_EPS, **kw) if norm else None
         self.fc1 = Dense(in_dim, hidden, (EMBED, MLP), **kw)
         self.fc2 = Dense(hidden, out_dim, (MLP, EMBED), **kw)
+        self.act = act
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.fc2(activation("gelu")(self.fc1(self.norm(x))))
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.fc2(activation(self.act)(self.fc1(x)))
 
 
 class Alignment(nnx.Module):
@@ -106,10 +112,11 @@ class Alignment(nnx.Module):
     def __init__(self, m, *, dtype, param_dtype, rngs: nnx.Rngs):
         width = m.decoder.width
         hidden = m.align.projector_hidden or width
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = dict(norm=m.align.projector_norm, act=m.align.projector_act, dtype=dtype, param_dtype=param_dtype,
+                  rngs=rngs)
         self.vision_projector = Projector(m.vision.width, hidden, width, **kw)
         self.audio_projector = Projector(m.audio.width, hidden, width, **kw) if m.audio.enabled else None
-        self.time_embed = Dense(TIME_FEATURES, width, (None, EMBED), **kw)
+        self.time_embed = Dense(TIME_FEATURES, width, (None, EMBED), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.audio_tokens = m.align.audio_tokens
 
     def vision(self, grid: jax.Array, pool: tuple[int, int, int]) -> jax.Array:

@@ -3,7 +3,10 @@
 conv1 (k3, pad 1) + GELU, conv2 (k3, stride 2, pad 1) + GELU, + position embedding, pre-norm
 layers (k projection without bias), final LayerNorm. Unlike HF, which insists on exactly 30 s
 (2 * max_source_positions mel frames), any length up to that is accepted and the first positions
-are used: a segment of audio is encoded on its own.
+are used: a segment of audio is encoded on its own. With `audio.whisper_window` (set when Whisper
+weights are imported) a segment is instead zero-padded to the whole window first, as
+`WhisperFeatureExtractor` pads and pretrained Whisper always saw, and the positions covering the
+segment's own samples are kept.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from flax import nnx
 
 from pegasus_jax.errors import UserError
 from pegasus_jax.models.layers import LayerNorm, LayerStack, PreNormEncoderLayer, activation, param
-from pegasus_jax.models.log_mel import log_mel_spectrogram
+from pegasus_jax.models.log_mel import HOP, log_mel_spectrogram
 from pegasus_jax.models.posemb import sincos_table
 from pegasus_jax.sharding import ACT_BATCH_LENGTH_EMBED, CONV, EMBED, POSITIONS, constrain
 
@@ -42,6 +45,7 @@ class AudioEncoder(nnx.Module):
         w = acfg.width
         self.num_mel_bins = acfg.num_mel_bins
         self.max_frames = 2 * acfg.max_source_positions
+        self.whisper_window = acfg.whisper_window
         self.conv1 = Conv1d(acfg.num_mel_bins, w, stride=1, rngs=rngs, **kw)
         self.conv2 = Conv1d(w, w, stride=2, rngs=rngs, **kw)
         table = sincos_table(np.arange(acfg.max_source_positions), w)  # Whisper's fixed table, kept learnable
@@ -64,5 +68,17 @@ class AudioEncoder(nnx.Module):
         return self.layer_norm(x)
 
     def encode_waveform(self, waveform: jax.Array) -> jax.Array:
-        """(B, samples) 16 kHz mono -> (B, positions, width)."""
-        return self(log_mel_spectrogram(waveform, self.num_mel_bins))
+        """(B, samples) 16 kHz mono -> (B, positions, width); positions = ceil(samples // 160 / 2)."""
+        if not self.whisper_window:
+            return self(log_mel_spectrogram(waveform, self.num_mel_bins))
+        positions = -(-(waveform.shape[-1] // HOP) // 2)
+        return self.encode_window(waveform)[:, :positions]
+
+    def encode_window(self, waveform: jax.Array) -> jax.Array:
+        """(B, samples <= the window) zero-padded to Whisper's whole window (30 s for 1500 positions), as
+        `WhisperFeatureExtractor` pads -> (B, max_source_positions, width)."""
+        window = self.max_frames * HOP
+        if waveform.shape[-1] > window:
+            raise UserError(f"audio of {waveform.shape[-1]} samples is longer than Whisper's window of {window}")
+        padded = jnp.pad(waveform, [(0, 0)] * (waveform.ndim - 1) + [(0, window - waveform.shape[-1])])
+        return self(log_mel_spectrogram(padded, self.num_mel_bins))

@@ -1,7 +1,9 @@
-"""Llama-style decoder, weight-compatible with Hugging Face `LlamaForCausalLM`.
+"""Llama-style decoder, weight-compatible with Hugging Face `LlamaForCausalLM`, `Qwen2ForCausalLM`
+and `MistralForCausalLM` (config.model.decoder.family).
 
 RMSNorm -> grouped-query attention with RoPE -> residual; RMSNorm -> SwiGLU -> residual; final
-RMSNorm; lm_head (or the tied embedding). Attention is causal by *position*: the caller passes RoPE
+RMSNorm; lm_head (or the tied embedding). Qwen2 adds q/k/v biases; Mistral's sliding window hides
+keys more than `sliding_window - 1` positions back. Attention is causal by *position*: the caller passes RoPE
 positions that count valid tokens only, and a key is visible to a query when it is valid and its
 position is not later. The same rule serves a full forward pass, a prefill into the KV cache and
 one-token decode steps, so all three compute the same logits.
@@ -12,10 +14,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pegasus_jax.config import head_dim
+from pegasus_jax.config import head_dim, qkv_bias
 from pegasus_jax.models.layers import Dense, LayerStack, RMSNorm, dot_product_attention, param
 from pegasus_jax.models.lora import projection
-from pegasus_jax.models.rope import apply_rope, rope_cos_sin
+from pegasus_jax.models.rope import apply_rope, inverse_frequencies, rope_cos_sin
 from pegasus_jax.sharding import (
     ACT_BATCH_LENGTH_EMBED, ACT_BATCH_LENGTH_HEADS, ACT_BATCH_LENGTH_MLP, ACT_BATCH_LENGTH_VOCAB, EMBED,
     HEADS, KV_HEADS, MLP, VOCAB, constrain,
@@ -32,9 +34,10 @@ class DecoderLayer(nnx.Module):
         w, h, kv, hd = dcfg.width, dcfg.num_heads, dcfg.num_kv_heads, head_dim(dcfg)
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.attn_norm = RMSNorm(w, dcfg.rms_norm_eps, **kw)
-        self.q = projection(w, h * hd, (EMBED, HEADS), "q", lora_cfg, **kw)
-        self.k = projection(w, kv * hd, (EMBED, KV_HEADS), "k", lora_cfg, **kw)
-        self.v = projection(w, kv * hd, (EMBED, KV_HEADS), "v", lora_cfg, **kw)
+        bias = qkv_bias(dcfg)
+        self.q = projection(w, h * hd, (EMBED, HEADS), "q", lora_cfg, use_bias=bias, **kw)
+        self.k = projection(w, kv * hd, (EMBED, KV_HEADS), "k", lora_cfg, use_bias=bias, **kw)
+        self.v = projection(w, kv * hd, (EMBED, KV_HEADS), "v", lora_cfg, use_bias=bias, **kw)
         self.o = projection(h * hd, w, (HEADS, EMBED), "o", lora_cfg, **kw)
         self.mlp_norm = RMSNorm(w, dcfg.rms_norm_eps, **kw)
         self.gate = projection(w, dcfg.mlp_dim, (EMBED, MLP), "gate", lora_cfg, **kw)
@@ -105,7 +108,7 @@ class Decoder(nnx.Module):
         or None).
         """
         x = constrain(x.astype(self.dtype), ACT_BATCH_LENGTH_EMBED)
-        cos, sin = rope_cos_sin(positions, head_dim(self.cfg), self.cfg.rope_theta)
+        cos, sin = rope_cos_sin(positions, inverse_frequencies(self.cfg))
         if cache is None:
             key_valid, key_pos = attention_mask, positions
         else:
@@ -113,6 +116,8 @@ class Decoder(nnx.Module):
             key_valid = jax.lax.dynamic_update_slice(cache["valid"], attention_mask, (0, idx))
             key_pos = jax.lax.dynamic_update_slice(cache["pos"], positions.astype(jnp.int32), (0, idx))
         mask = key_valid[:, None, None, :] & (key_pos[:, None, None, :] <= positions[:, None, :, None])
+        if self.cfg.sliding_window:
+            mask &= key_pos[:, None, None, :] > positions[:, None, :, None] - self.cfg.sliding_window
         if cache is None:
             x = self.layers(x, cos, sin, mask)
             new_cache = None

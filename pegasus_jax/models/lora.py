@@ -21,9 +21,9 @@ class LoRAParam(nnx.Param):
 
 
 class LoRADense(Dense):
-    def __init__(self, in_dim: int, out_dim: int, axes, *, rank: int, alpha: float, dtype=jnp.float32,
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
-        super().__init__(in_dim, out_dim, axes, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    def __init__(self, in_dim: int, out_dim: int, axes, *, rank: int, alpha: float, use_bias: bool = False,
+                 dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        super().__init__(in_dim, out_dim, axes, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         # Kaiming-uniform over fan-in (bound 1/sqrt(in_dim), as PEFT): x @ A keeps x's scale at any width.
         kaiming_uniform = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
         a = kaiming_uniform(rngs.params(), (in_dim, rank), param_dtype)
@@ -39,12 +39,13 @@ class LoRADense(Dense):
         return base + delta * (self.alpha / self.rank)
 
 
-def projection(in_dim: int, out_dim: int, axes, name: str, lora_cfg, *, dtype, param_dtype, rngs) -> Dense:
-    """A bias-free projection, with a LoRA adapter when `name` is among the configured targets."""
+def projection(in_dim: int, out_dim: int, axes, name: str, lora_cfg, *, use_bias: bool = False, dtype, param_dtype,
+               rngs) -> Dense:
+    """A projection (bias-free unless `use_bias`), with a LoRA adapter when `name` is a configured target."""
     if lora_cfg.rank > 0 and name in tuple(lora_cfg.targets):
-        return LoRADense(in_dim, out_dim, axes, rank=lora_cfg.rank, alpha=lora_cfg.alpha, dtype=dtype,
-                         param_dtype=param_dtype, rngs=rngs)
-    return Dense(in_dim, out_dim, axes, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        return LoRADense(in_dim, out_dim, axes, rank=lora_cfg.rank, alpha=lora_cfg.alpha, use_bias=use_bias,
+                         dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    return Dense(in_dim, out_dim, axes, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 def _lora_modules(model: nnx.Module):

@@ -5,7 +5,7 @@ config against the real model (the 80B one through `nnx.eval_shape`, never mater
 """
 from __future__ import annotations
 
-from pegasus_jax.config import head_dim
+from pegasus_jax.config import head_dim, qkv_bias
 from pegasus_jax.models.alignment import TIME_FEATURES
 
 
@@ -42,7 +42,8 @@ def alignment(config) -> int:
     m = config.model
     width = m.decoder.width
     hidden = m.align.projector_hidden or width
-    projector = lambda d_in: 2 * d_in + d_in * hidden + hidden + hidden * width + width  # norm + MLP
+    norm = 2 if m.align.projector_norm else 0
+    projector = lambda d_in: norm * d_in + d_in * hidden + hidden + hidden * width + width  # norm + MLP
     total = projector(m.vision.width) + TIME_FEATURES * width + width
     if m.audio.enabled:
         total += projector(m.audio.width)
@@ -52,6 +53,8 @@ def alignment(config) -> int:
 def decoder(d) -> dict[str, int]:
     hd = head_dim(d)
     attn = d.width * d.num_heads * hd * 2 + d.width * d.num_kv_heads * hd * 2
+    if qkv_bias(d):
+        attn += (d.num_heads + 2 * d.num_kv_heads) * hd
     layer = 2 * d.width + attn + 3 * d.width * d.mlp_dim
     embedding = d.vocab_size * d.width
     lm_head = 0 if d.tie_embeddings else d.width * d.vocab_size

@@ -3,9 +3,9 @@
 Imports only torch and transformers (it is copied into each export's `full/` folder and loaded with
 `AutoModel.from_pretrained(folder, trust_remote_code=True)`). The pretrained parts are transformers'
 own modules: CLIPVisionModel / SiglipVisionModel per frame, WhisperEncoder's layers for audio and
-LlamaForCausalLM as the decoder. Our parts are re-implemented to compute what
+the decoder's own *ForCausalLM (Llama, Qwen2 or Mistral). Our parts are re-implemented to compute what
 pegasus_jax/models/{video_encoder,alignment,pegasus}.py compute: the temporal layers and their
-interpolated position table, PLLaVA adaptive pooling, the LayerNorm + MLP projectors, audio pooling,
+interpolated position table, PLLaVA adaptive pooling, the (LayerNorm +) MLP projectors, audio pooling,
 the segment time markers, and the decoder sequence
     per segment: [marker] [T'h'w' visual] [audio tokens] [transcript]   then the text,
 with invalid tokens masked out of attention and skipped by the RoPE positions.
@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 from torch import nn
-from transformers import (CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel,
+from transformers import (AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel, PreTrainedModel,
                           SiglipVisionConfig, SiglipVisionModel, WhisperConfig, WhisperFeatureExtractor)
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutput
@@ -104,15 +104,15 @@ class TemporalLayer(nn.Module):
 
 
 class Projector(nn.Module):
-    """LayerNorm, Linear, GELU, Linear."""
+    """LayerNorm (unless `norm` is False: LLaVA's layout), Linear, activation, Linear."""
 
-    def __init__(self, in_dim, hidden, out_dim, eps):
+    def __init__(self, in_dim, hidden, out_dim, eps, norm, act):
         super().__init__()
-        self.norm = nn.LayerNorm(in_dim, eps=eps)
-        self.fc1, self.fc2 = nn.Linear(in_dim, hidden), nn.Linear(hidden, out_dim)
+        self.norm = nn.LayerNorm(in_dim, eps=eps) if norm else nn.Identity()
+        self.fc1, self.fc2, self.act = nn.Linear(in_dim, hidden), nn.Linear(hidden, out_dim), ACT2FN[act]
 
     def forward(self, x):
-        return self.fc2(nn.functional.gelu(self.fc1(self.norm(x))))
+        return self.fc2(self.act(self.fc1(self.norm(x))))
 
 
 class PegasusModel(PreTrainedModel):
@@ -129,14 +129,16 @@ class PegasusModel(PreTrainedModel):
         if config.temporal_depth:
             self.temporal_position = nn.Parameter(torch.zeros(config.max_frames, width))
             self.temporal_layers = nn.ModuleList(TemporalLayer(config.vision) for _ in range(config.temporal_depth))
-        self.vision_projector = Projector(width, hidden, dec, config.projector_norm_eps)
+        projector = dict(eps=config.projector_norm_eps, norm=config.projector_norm, act=config.projector_act)
+        self.vision_projector = Projector(width, hidden, dec, **projector)
         if config.audio:
             whisper = WhisperConfig(**config.audio)
             self.audio_encoder = WhisperEncoder(whisper)
-            self.audio_projector = Projector(whisper.d_model, hidden, dec, config.projector_norm_eps)
+            self.audio_projector = Projector(whisper.d_model, hidden, dec, **projector)
             self.mel = WhisperFeatureExtractor(feature_size=whisper.num_mel_bins)
         self.time_embed = nn.Linear(config.time_features, dec)
-        self.language_model = LlamaForCausalLM(LlamaConfig(**config.llm))
+        llm = dict(config.llm)
+        self.language_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(llm.pop("model_type"), **llm))
         self.post_init()
 
     def _init_weights(self, module):
@@ -162,17 +164,21 @@ class PegasusModel(PreTrainedModel):
         return x.reshape(n, t, g, g, w)
 
     def encode_audio(self, waveform):
-        """(N, samples) 16 kHz -> (N, positions, width): Whisper's encoder on any length up to 30 s."""
+        """(N, samples) 16 kHz -> (N, positions, width): Whisper's encoder on any length up to 30 s, or
+        (whisper_window) on the zero-padded 30 s window with the positions of the samples kept."""
         enc = self.audio_encoder
-        mel = self.mel([w for w in waveform.float().cpu().numpy()], sampling_rate=16000, padding="do_not_pad",
-                       return_tensors="np").input_features
+        window = 2 * enc.config.max_source_positions * self.mel.hop_length
+        padding = dict(padding="max_length", max_length=window) if self.config.whisper_window else dict(
+            padding="do_not_pad")
+        mel = self.mel([w for w in waveform.float().cpu().numpy()], sampling_rate=16000, return_tensors="np",
+                       **padding).input_features
         x = torch.from_numpy(np.ascontiguousarray(mel)).to(self.dtype)
         x = nn.functional.gelu(enc.conv2(nn.functional.gelu(enc.conv1(x)))).permute(0, 2, 1)
         x = x + enc.embed_positions.weight[: x.shape[1]]
         for layer in enc.layers:
             x = layer(x, attention_mask=None)
             x = x[0] if isinstance(x, tuple) else x
-        return enc.layer_norm(x)
+        return enc.layer_norm(x)[:, :-(-(waveform.shape[-1] // self.mel.hop_length) // 2)]
 
     # -- the decoder sequence ---------------------------------------------------------------------
     def prefix(self, frames, audio, segment_mask, audio_mask, segment_start, transcript, transcript_mask):
@@ -210,6 +216,9 @@ class PegasusModel(PreTrainedModel):
         valid tokens only, and a key is visible when valid and not later than the query."""
         positions = torch.clamp(torch.cumsum(mask.long(), dim=-1) - 1, min=0)
         visible = mask[:, None, None, :] & (positions[:, None, None, :] <= positions[:, None, :, None])
+        window = self.config.llm.get("sliding_window")
+        if window:  # Mistral: a given 4-D mask is used as it is, so the window goes into it
+            visible &= positions[:, None, None, :] > positions[:, None, :, None] - window
         return self.language_model(inputs_embeds=embeddings, attention_mask=visible, position_ids=positions).logits
 
     def forward(self, frames, audio, segment_mask, audio_mask, segment_start, transcript, transcript_mask, tokens,
