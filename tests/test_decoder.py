@@ -147,10 +147,12 @@ def test_exported_config_and_weights_rebuild_the_same_model():
 def test_config_from_hf_refuses_what_the_decoder_cannot_run():
     good = llama_config_to_hf(decoder_config().model.decoder)
     assert llama_config_from_hf({**good, "rope_parameters": None, "rope_theta": 1234.0})["rope_theta"] == 1234.0
-    bad = [({"rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5}}, "llama3"),
+    bad = [({"rope_parameters": {"rope_type": "yarn", "rope_theta": 5e5, "factor": 4.0}}, "yarn"),
            ({"rope_parameters": None, "rope_scaling": {"type": "linear", "factor": 2.0}}, "linear"),
            ({"attention_bias": True}, "bias"),
-           ({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}, "qwen2")]
+           ({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "use_sliding_window": True},
+            "use_sliding_window"),
+           ({"model_type": "gemma", "architectures": ["GemmaForCausalLM"]}, "gemma")]
     for change, match in bad:
         with pytest.raises(UserError, match=match):
             llama_config_from_hf({**good, **change})

@@ -2,7 +2,8 @@
 that is not width / heads, one KV head), Qwen2 (q/k/v biases, tied; the other two are untied) and Mistral (a sliding
 window shorter than the sequence). Per family: logits within 1e-4 of transformers (fp32), with and
 without the KV cache; the export's weights equal the source's bit for bit; the export is written as
-the family's own architecture and `AutoModelForCausalLM.from_pretrained` loads it with no custom code."""
+the family's own architecture and `AutoModelForCausalLM.from_pretrained` loads it with no custom code;
+the whole-model export's decoder computes the same logits."""
 import os
 import shutil
 
@@ -92,4 +93,9 @@ def test_export_is_the_family_bit_exact_and_loads_without_custom_code(family):
     assert getattr(loaded.config, "sliding_window", None) == getattr(hf.config, "sliding_window", None)
     tokens = torch.from_numpy(np.random.default_rng(1).integers(5, 512, (1, LENGTH)))
     with torch.no_grad():
-        assert (loaded(input_ids=tokens).logits - hf(input_ids=tokens).logits).abs().max() <= 1e-6
+        expected = hf(input_ids=tokens).logits
+        assert (loaded(input_ids=tokens).logits - expected).abs().max() <= 1e-6
+    # the whole-model export builds the same family (window included) inside its own code
+    full = transformers.AutoModel.from_pretrained(str(root / "export" / "full"), trust_remote_code=True).eval()
+    with torch.no_grad():
+        assert (full.decode(full.embed(tokens), torch.ones_like(tokens, dtype=torch.bool)) - expected).abs().max() <= TOL

@@ -63,6 +63,13 @@ def test_llava_next_video_imports_whole_and_matches_transformers(tokenizer_path,
     assert segments == 2
     batch["audio_mask"][:] = False  # LLaVA has no audio: its tokens are masked out of attention and positions
     batch["transcript_mask"][:] = False
+    as_imported = np.asarray(model({k: jnp.asarray(v) for k, v in batch.items()}))
+    # the whole-model export (LLaVA's projector, no norm) computes the same without JAX's code
+    assert main(["export", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "export")]) == 0
+    full = transformers.AutoModel.from_pretrained(str(tmp_path / "export" / "full"), trust_remote_code=True).eval()
+    with torch.no_grad():
+        exported = full(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+    assert np.abs(exported - as_imported).max() <= TOL
     # each segment's marker becomes token 7's embedding, so LLaVA reads [7, <video> x 16] per segment
     marker = 7
     model.alignment.time_embed.kernel[...] = jnp.zeros_like(model.alignment.time_embed.kernel[...])

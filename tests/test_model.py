@@ -65,6 +65,15 @@ def test_analytic_param_count_matches_model(name):
         assert 75e9 <= real <= 85e9
 
 
+def test_analytic_count_follows_qwen2_biases_and_llava_projectors():
+    c = cfg.get("tiny", model__decoder__family="qwen2", model__align__projector_norm=False)
+    abstract = nnx.eval_shape(lambda: Pegasus(c.model, rngs=nnx.Rngs(0)))
+    real = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+    assert analytic_param_counts(c)["total"] == real
+    # q/k/v biases (64 + 32 + 32) in 2 layers added; 2 projector norms (scale, bias of width 32) gone
+    assert real - analytic_param_counts(cfg.get("tiny"))["total"] == 2 * (64 + 2 * 32) - 2 * (32 + 32)
+
+
 def test_analytic_count_includes_lora():
     c = cfg.get("tiny", model__lora__rank=4)
     abstract = nnx.eval_shape(lambda: Pegasus(c.model, rngs=nnx.Rngs(0)))

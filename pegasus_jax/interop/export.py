@@ -1,7 +1,8 @@
 """Export a checkpoint to PyTorch folders that load without JAX (SPEC 7).
 
-    OUT/llm   the decoder as a plain Hugging Face Llama: config.json, generation_config.json, sharded
-              safetensors + index, tokenizer (LlamaForCausalLM / AutoTokenizer, no custom code)
+    OUT/llm   the decoder as a plain Hugging Face Llama, Qwen2 or Mistral (its decoder.family):
+              config.json, generation_config.json, sharded safetensors + index, tokenizer
+              (AutoModelForCausalLM / AutoTokenizer, no custom code)
     OUT/full  the whole model: the same files plus configuration_pegasus.py and modeling_pegasus.py
               (AutoModel.from_pretrained(OUT/full, trust_remote_code=True))
 

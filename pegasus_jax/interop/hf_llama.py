@@ -13,6 +13,7 @@ import numpy as np
 from flax import nnx
 
 from pegasus_jax.config import head_dim, qkv_bias
+from pegasus_jax.config.schema import decoder_config
 from pegasus_jax.errors import UserError
 from pegasus_jax.interop.common import layer_items, params_of, stack_layers, to_numpy
 
@@ -125,12 +126,14 @@ _ROPE_LLAMA3 = {"factor": "rope_factor", "low_freq_factor": "rope_low_freq_facto
 
 
 def _rope_from_hf(hf: dict) -> dict:
-    """RoPE fields from either config layout: plain or Llama 3 scaling; any other (yarn, dynamic, ...) is refused."""
+    """RoPE fields from either config layout: plain or Llama 3 scaling; any other (yarn, dynamic, ...) is refused.
+    Every RoPE field is set (the schema's defaults where unscaled), so nothing of --config's RoPE remains."""
     rope = {**(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}
     kind = rope.get("rope_type", rope.get("type", "default"))
     if kind not in ("default", "llama3"):
         raise UserError(f"--llm: RoPE type {kind!r} is not supported (plain RoPE or Llama 3's 'llama3')")
     out = {"rope_type": kind, "rope_theta": float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))}
+    out.update({ours: decoder_config()[ours] for ours in _ROPE_LLAMA3.values()})
     if kind == "llama3":
         out.update({ours: float(rope[theirs]) for theirs, ours in _ROPE_LLAMA3.items()})
         out["rope_original_max_len"] = int(out["rope_original_max_len"])
