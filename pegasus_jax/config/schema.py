@@ -65,7 +65,8 @@ def check_vision(v) -> None:
     _require(v.temporal_depth >= 0, f"{f}.temporal_depth", "must be >= 0")
     _require(v.width % 4 == 0 and v.width >= 8, f"{f}.width",
              f"must be a multiple of 4 and >= 8 (sin and cos per grid axis in the position tables), got {v.width}")
-    _require(v.frame_resize in FRAME_RESIZES, f"{f}.frame_resize", f"must be one of {FRAME_RESIZES}, got {v.frame_resize!r}")
+    _require(v.frame_resize in FRAME_RESIZES, f"{f}.frame_resize",
+             f"must be one of {FRAME_RESIZES}, got {v.frame_resize!r}")
 
 
 # ---- model.audio -------------------------------------------------------------------------------

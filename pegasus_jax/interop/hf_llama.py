@@ -122,7 +122,8 @@ def llama_config_to_hf(dcfg, bos_id: int = 2, eos_id: int = 3) -> dict:
 
 
 _ROPE_LLAMA3 = {"factor": "rope_factor", "low_freq_factor": "rope_low_freq_factor",
-                "high_freq_factor": "rope_high_freq_factor", "original_max_position_embeddings": "rope_original_max_len"}
+                "high_freq_factor": "rope_high_freq_factor",
+                "original_max_position_embeddings": "rope_original_max_len"}
 
 
 def _rope_from_hf(hf: dict) -> dict:
