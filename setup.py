@@ -19,6 +19,7 @@ setup(
         "ml-collections==1.1.0",
         "safetensors==0.8.0",
         "av==18.1.0",
+        "pillow>=10,<13",  # the CLIP / SigLIP image processors' bicubic resize (frame_resize clip|siglip)
         "msgpack>=1.0,<2",
         "numpy>=1.26,<3",
         "scipy>=1.11,<2",

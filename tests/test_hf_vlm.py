@@ -7,6 +7,7 @@ import shutil
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 import transformers
 from flax import nnx
@@ -16,24 +17,30 @@ from test_import_hf import perturbed
 from data_pipelines.sources import synth
 from data_pipelines.text.tokenizer import Tokenizer
 from pegasus_jax.cli.main import main
+from pegasus_jax.errors import UserError
 from pegasus_jax.infer.checkpoint_loader import load
 from pegasus_jax.infer.video_input import whole_video_batch
+from pegasus_jax.interop.hf_llava import llava_config_from_hf
 from pegasus_jax.models.vision import PIXEL_STATS
 
 TOL = 1e-4
 VIDEO_TOKEN, IMAGE_TOKEN = 511, 510
 
 
-def tiny_llava() -> transformers.LlavaNextVideoForConditionalGeneration:
-    torch.manual_seed(0)
+def tiny_llava_config() -> transformers.LlavaNextVideoConfig:
     vision = transformers.CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=3,
                                            num_attention_heads=2, intermediate_size=64, layer_norm_eps=1e-5)
     text = transformers.LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                                     rms_norm_eps=1e-5)
-    config = transformers.LlavaNextVideoConfig(vision_config=vision, text_config=text, video_token_index=VIDEO_TOKEN,
-                                               image_token_index=IMAGE_TOKEN, projector_hidden_act="gelu",
-                                               vision_feature_layer=-2, spatial_pool_stride=2)
+    return transformers.LlavaNextVideoConfig(vision_config=vision, text_config=text, video_token_index=VIDEO_TOKEN,
+                                             image_token_index=IMAGE_TOKEN, projector_hidden_act="gelu",
+                                             vision_feature_layer=-2, spatial_pool_stride=2)
+
+
+def tiny_llava() -> transformers.LlavaNextVideoForConditionalGeneration:
+    torch.manual_seed(0)
+    config = tiny_llava_config()
     config._attn_implementation = "eager"
     return perturbed(transformers.LlavaNextVideoForConditionalGeneration(config))
 
@@ -85,3 +92,18 @@ def test_llava_next_video_imports_whole_and_matches_transformers(tokenizer_path,
         ref = hf(input_ids=input_ids, pixel_values_videos=torch.from_numpy(pixels.transpose(0, 1, 4, 2, 3).copy())
                  ).logits.numpy()[:, -len(prompt):]
     assert np.abs(ours - ref).max() <= TOL
+
+
+def test_llava_layouts_that_would_not_match_are_one_line_errors():
+    good = tiny_llava_config().to_dict()
+    siglip = {**good["vision_config"], "model_type": "siglip_vision_model"}
+    cases = [({"model_type": "llava_onevision"}, "not a LlavaNextVideoForConditionalGeneration"),
+             ({"vision_config": siglip}, "siglip vision tower is not supported"),
+             ({"vision_feature_layer": [-2, -1]}, "several layers"),
+             ({"spatial_pool_mode": "conv"}, "'average' only"),
+             ({"spatial_pool_stride": 3}, "does not divide the 4x4 patch grid"),
+             ({"projector_hidden_act": "relu"}, "projector_hidden_act 'relu'")]
+    assert llava_config_from_hf(good)["vision"]["depth"] == 2  # hidden_states[-2] of 3 layers
+    for change, message in cases:
+        with pytest.raises(UserError, match=message):
+            llava_config_from_hf({**good, **change})
