@@ -93,7 +93,7 @@ def _config_for(args_config: str | None, overrides: dict, vision, audio, llm, fu
 def import_hf(out: str, *, config_path: str | None = None, overrides: dict | None = None, vision: str | None = None,
               audio: str | None = None, llm: str | None = None, full: str | None = None) -> str:
     """Write the checkpoint OUT/checkpoints/0; returns a report of what was loaded and what is new."""
-    from data_pipelines.text.tokenizer import Tokenizer
+    from data_pipelines.text.tokenizer import load_tokenizer
     from pegasus_jax.interop.common import load_params, pretrained_params
     from pegasus_jax.interop.hf_audio import audio_from_hf
     from pegasus_jax.interop.hf_llama import llama_from_hf
@@ -117,7 +117,7 @@ def import_hf(out: str, *, config_path: str | None = None, overrides: dict | Non
         flag = "--full" if full else "--llm"
         if not os.path.isfile(tokenizer_path):
             raise UserError(f"{flag}: {tokenizer_source} has no tokenizer.model (a SentencePiece tokenizer is needed)")
-        Tokenizer.load(tokenizer_path).check_fits(config.model.decoder.vocab_size)
+        load_tokenizer(tokenizer_path).check_fits(config.model.decoder.vocab_size)
     else:
         tokenizer_path = config.data.tokenizer  # may be None: the checkpoint then has no tokenizer
 
