@@ -34,12 +34,13 @@ class Tokenizer:
     def _assign_specials(self, own: dict[str, int], reserved: Iterable[int]) -> None:
         """`own`: the back end's ids for some SPECIALS; `reserved`: its free tokens, in id order."""
         free = [i for i in reserved if i not in own.values()]
-        ids, appended = {}, 0
+        ids, appended, self.on_reserved = {}, 0, []
         for piece in SPECIALS:
             if piece in own:
                 ids[piece] = own[piece]
             elif free:
                 ids[piece] = free.pop(0)
+                self.on_reserved.append(piece)
             else:
                 ids[piece], appended = self.base_size + appended, appended + 1
         self.special_ids = ids
