@@ -97,11 +97,11 @@ def import_hf(out: str, *, config_path: str | None = None, overrides: dict | Non
     """Write the checkpoint OUT/checkpoints/0; returns a report of what was loaded and what is new."""
     from data_pipelines.text.tokenizer import load_tokenizer
     from pegasus_jax.interop.common import load_params, pretrained_params
-    from pegasus_jax.interop.vocab_growth import grow_decoder_vocab
     from pegasus_jax.interop.hf_audio import audio_from_hf
     from pegasus_jax.interop.hf_llama import llama_from_hf
     from pegasus_jax.interop.hf_pegasus import full_from_hf
     from pegasus_jax.interop.hf_vision import vision_from_hf
+    from pegasus_jax.interop.vocab_growth import grow_decoder_vocab
     from pegasus_jax.models.pegasus import Pegasus
 
     if full and (vision or audio or llm):
