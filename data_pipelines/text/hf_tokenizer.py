@@ -85,11 +85,6 @@ class HFTokenizer(Tokenizer):
     def tokenizer_json(self) -> str:
         return self._spec[TOKENIZER_JSON]
 
-    def role_token(self, piece: str) -> str:
-        """The token string of a special's id (its own name where it was appended)."""
-        i = self.special_ids[piece]
-        return piece if i >= self.base_size else self.backend.id_to_token(i)
-
     def encode(self, text: str) -> list[int]:
         return self.backend.encode(text, add_special_tokens=False).ids
 
