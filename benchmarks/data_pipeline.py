@@ -66,14 +66,14 @@ def main() -> None:
     args = parser.parse_args()
 
     from data_pipelines.sources import synth
-    from data_pipelines.text.tokenizer import Tokenizer
+    from data_pipelines.text.tokenizer import load_tokenizer
     from data_pipelines.records.tokenizer_corpus import train_tokenizer_for_config
     from pegasus_jax import config as cfg
 
     with tempfile.TemporaryDirectory() as tmp:
         synth.generate_corpus(tmp, num=args.clips, heldout=0, seed=0, size=64, workers=2)
         pattern = os.path.join(tmp, "train", "*.array_record")
-        tok = Tokenizer.load(train_tokenizer_for_config(pattern, 512, os.path.join(tmp, "tok.model")))
+        tok = load_tokenizer(train_tokenizer_for_config(pattern, 512, os.path.join(tmp, "tok.model")))
         config = cfg.get("tiny", data__path=pattern, train__batch_size=8)
         rows = [{"mode": "raw PyAV loop", "workers": "-", "isolate": "-", "startup_s": 0.0,
                  "clips_per_s": raw_pyav(config, pattern)}]

@@ -31,7 +31,7 @@ def get_config():
     al.pool_h = 8
     al.pool_w = 8
     d = c.model.decoder
-    d.vocab_size = 128256
+    d.vocab_size = 128256  # Llama 3: --config.data.tokenizer=LLAMA3_DIR (tokenizer.json); markers take reserved ids
     d.width = 2048
     d.depth = 16
     d.num_heads = 32

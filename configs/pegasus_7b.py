@@ -20,7 +20,7 @@ def get_config():
     v.mlp_dim = 4096
     v.temporal_depth = 4
     d = c.model.decoder
-    d.vocab_size = 128256
+    d.vocab_size = 128256  # Llama 3: --config.data.tokenizer=LLAMA3_DIR (tokenizer.json); markers take reserved ids
     d.width = 4096
     d.depth = 32
     d.num_heads = 32

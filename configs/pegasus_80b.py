@@ -24,7 +24,7 @@ def get_config():
     v.temporal_depth = 16
     v.max_frames = 16
     d = c.model.decoder
-    d.vocab_size = 128256
+    d.vocab_size = 128256  # Llama 3: --config.data.tokenizer=LLAMA3_DIR (tokenizer.json); markers take reserved ids
     d.width = 8192
     d.depth = 80
     d.num_heads = 64

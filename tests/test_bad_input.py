@@ -15,7 +15,7 @@ from data_pipelines.sources import synth
 from data_pipelines.sources.encode import encode_clip
 from data_pipelines.records.format import VideoExample, serialize
 from data_pipelines.records.shards import read_all, write_records
-from data_pipelines.text.tokenizer import Tokenizer
+from data_pipelines.text.tokenizer import load_tokenizer
 from data_pipelines.records.tokenizer_corpus import train_tokenizer_for_config
 from pegasus_jax import config as cfg
 from pegasus_jax.errors import UserError
@@ -83,7 +83,7 @@ def corpus(tmp_path_factory, audio_only):
     bug = serialize(VideoExample(id="bug-1", video=video, **cap))
     write_records([serialize(ex) for ex in good[:3]] + [truncated, bug] + [serialize(ex) for ex in good[3:]],
                   root / "bug.array_record")
-    return {"path": str(root / "mixed.array_record"), "tok": Tokenizer.load(tok),
+    return {"path": str(root / "mixed.array_record"), "tok": load_tokenizer(tok),
             "truncated": str(root / "truncated.array_record"), "bug": str(root / "bug.array_record"),
             "good": sorted([ex.id for ex in good] + list(kept)), "bad": expected_bad,
             "good_only": str(root / "synth" / "train" / "*.array_record")}

@@ -17,7 +17,7 @@ import transformers
 from flax import nnx, traverse_util
 
 from data_pipelines.sources import synth
-from data_pipelines.text.tokenizer import Tokenizer, train
+from data_pipelines.text.tokenizer import Tokenizer, load_tokenizer, train
 from pegasus_jax import config as cfg
 from pegasus_jax.cli.main import main
 from pegasus_jax.infer.generate import Generator
@@ -111,7 +111,7 @@ def test_full_model_without_jax_matches_ours_on_a_real_clip(variants, tmp_path):
     """Both variants in one subprocess (torch + transformers start once)."""
     args, expected = [], {}
     for name, v in variants.items():
-        batch = clip_batch(v["config"], Tokenizer.load(v["config"].data.tokenizer))
+        batch = clip_batch(v["config"], load_tokenizer(v["config"].data.tokenizer))
         np.savez(tmp_path / f"{name}.npz", **batch)
         args += [str(v["full"]), str(tmp_path / f"{name}.npz"), str(tmp_path / f"{name}.out.npz")]
         forward = nnx.jit(lambda m, b: m(b))
@@ -146,7 +146,7 @@ def test_llm_folder_is_a_plain_llama_with_our_tokenizer(exported):
     assert np.abs(np.asarray(ours) - ref).max() <= TOL
 
     hf_tok = transformers.AutoTokenizer.from_pretrained(exported["llm"])
-    tok = Tokenizer.load(config.data.tokenizer)
+    tok = load_tokenizer(config.data.tokenizer)
     text = "a red circle moves to the left"
     assert hf_tok.encode(text, add_special_tokens=False) == tok.encode(text)
     assert hf_tok.convert_tokens_to_ids(["<eot>", "<user>"]) == [tok.eot_id, tok.user_id]
@@ -175,7 +175,7 @@ def test_import_of_export_is_bit_identical(exported, tmp_path):
 
 def test_greedy_generation_from_the_exported_decoder_equals_ours(exported):
     config, model = exported["config"], exported["model"]
-    tok = Tokenizer.load(config.data.tokenizer)
+    tok = load_tokenizer(config.data.tokenizer)
     prompt = [tok.bos_id, tok.user_id] + tok.encode("Describe the video.") + [tok.assistant_id]
     stops = (tok.eot_id, tok.eos_id)
     ours = Generator(model, stop_ids=stops, pad_id=tok.pad_id).generate_ids(

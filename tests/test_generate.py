@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from data_pipelines.sources import synth
-from data_pipelines.text.tokenizer import Tokenizer, train
+from data_pipelines.text.tokenizer import load_tokenizer, train
 from pegasus_jax import config as cfg
 from pegasus_jax.infer import schemas
 from pegasus_jax.infer.api import Pegasus as PegasusAPI
@@ -28,7 +28,7 @@ USER_SCHEMA = {"type": "object", "properties": {
 def api(tmp_path_factory):
     root = tmp_path_factory.mktemp("gen")
     texts = [synth.make_clip(0, "train", i).captions[0] for i in range(40)] + ['{"title": "x", "topics": []}']
-    tok = Tokenizer.load(train(texts, 512, str(root / "tok")))
+    tok = load_tokenizer(train(texts, 512, str(root / "tok")))
     config = cfg.get("tiny")
     model = Pegasus(config.model, rngs=nnx.Rngs(0))
     clip = synth.make_clip(0, "heldout", 0)

@@ -8,7 +8,7 @@ from data_pipelines.batch import iterators as pipeline
 from data_pipelines.sources import synth
 from data_pipelines.contract import example_spec
 from data_pipelines.records.shards import read_all, write_sharded
-from data_pipelines.text.tokenizer import Tokenizer
+from data_pipelines.text.tokenizer import load_tokenizer
 from data_pipelines.records.tokenizer_corpus import train_tokenizer_for_config
 from data_pipelines.decode.video import decode_audio, sample_frames, segment_plan
 from pegasus_jax import config as cfg
@@ -24,7 +24,7 @@ def corpus(tmp_path_factory):
     train = str(root / "train" / "*.array_record")
     tok = train_tokenizer_for_config(train, 512, str(root / "tok.model"))
     return {"root": root, "train": train, "heldout": str(root / "heldout" / "*.array_record"),
-            "tok": Tokenizer.load(tok), "records": {ex.id: ex for ex in read_all(train)}}
+            "tok": load_tokenizer(tok), "records": {ex.id: ex for ex in read_all(train)}}
 
 
 def config(path, **extra):

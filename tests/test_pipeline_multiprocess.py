@@ -25,13 +25,13 @@ def worker(process_id: int, port: int, train: str, tok_path: str, workdir: str) 
     import orbax.checkpoint as ocp
 
     from data_pipelines.batch import iterators as pipeline
-    from data_pipelines.text.tokenizer import Tokenizer
+    from data_pipelines.text.tokenizer import load_tokenizer
     from pegasus_jax import config as cfg
     from pegasus_jax import sharding
     from pegasus_jax.train.batch_layout import BatchLayout
 
     c = cfg.get("tiny", data__path=train, data__isolate_decode=False, train__batch_size=8)
-    tok = Tokenizer.load(tok_path)
+    tok = load_tokenizer(tok_path)
     mesh = sharding.make_mesh(c.mesh)  # data=-1: one data-parallel group per process
     layout = BatchLayout.create(mesh, c.mesh.axis_rules, c.train.batch_size)
     slot = layout.read_slot

@@ -15,13 +15,15 @@ TEXTS = [f"a {c} {s} moves {d} while a {p} tone plays" for c in ("red", "green",
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    return tk.Tokenizer.load(tk.train(TEXTS, 512, str(tmp_path_factory.mktemp("tok") / "t")))
+    return tk.load_tokenizer(tk.train(TEXTS, 512, str(tmp_path_factory.mktemp("tok") / "t")))
 
 
 def test_special_ids_and_roundtrip(tok):
-    assert (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id) == (0, 1, 2, 3)
-    assert [tok.special_ids[p] for p in tk.USER_DEFINED] == list(range(4, 4 + len(tk.USER_DEFINED)))
-    assert tok.vocab_size == tok.sp_size <= 512
+    # unk is SentencePiece's id 0; every other special is appended above its vocabulary, in SPECIALS order
+    assert tok.unk_id == 0
+    appended = [p for p in tk.SPECIALS if p != "<unk>"]
+    assert [tok.special_ids[p] for p in appended] == list(range(tok.base_size, tok.base_size + len(appended)))
+    assert tok.vocab_size == tok.base_size + len(appended) <= 512
     for text in ("a red circle moves left", "unseen wörds, 日本語 and 🎬!"):  # byte fallback: nothing is lost
         ids = tok.encode(text)
         assert tok.unk_id not in ids
@@ -39,15 +41,31 @@ def test_foreign_model_without_specials_gets_reserved_ids(tmp_path):
     spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "llama"), vocab_size=300,
                                    byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2,
                                    hard_vocab_limit=False)
-    tok = tk.Tokenizer.load(tmp_path / "llama.model")
-    missing = ["<pad>"] + list(tk.USER_DEFINED)
+    tok = tk.load_tokenizer(tmp_path / "llama.model")
+    missing = ["<pad>"] + list(tk.MARKERS)
     assert (tok.unk_id, tok.bos_id, tok.eos_id) == (0, 1, 2)
-    assert [tok.special_ids[p] for p in missing] == list(range(tok.sp_size, tok.sp_size + len(missing)))
-    assert tok.vocab_size == tok.sp_size + len(missing)
+    assert [tok.special_ids[p] for p in missing] == list(range(tok.base_size, tok.base_size + len(missing)))
+    assert tok.vocab_size == tok.base_size + len(missing)
     tok.check_fits(tok.vocab_size)
     with pytest.raises(UserError, match="config.model.decoder.vocab_size"):
         tok.check_fits(tok.vocab_size - 1)
     assert tok.decode([tok.user_id] + tok.encode("red square") + [tok.eot_id]) == "red square"
+
+
+def test_older_models_user_defined_markers_are_never_matched_in_text(tmp_path):
+    """An older release trained the markers as user-defined symbols, which SentencePiece matches in text."""
+    import sentencepiece as spm
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(TEXTS))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "old"), vocab_size=300,
+                                   byte_fallback=True, pad_id=0, unk_id=1, bos_id=2, eos_id=3, minloglevel=2,
+                                   user_defined_symbols=list(tk.MARKERS), hard_vocab_limit=False)
+    assert 9 in spm.SentencePieceProcessor(model_file=str(tmp_path / "old.model")).encode("<user>")  # the old hole
+    tok = tk.load_tokenizer(tmp_path / "old.model")
+    assert [tok.special_ids[m] for m in tk.MARKERS] == list(range(4, 4 + len(tk.MARKERS)))  # same ids as before
+    ids = tok.encode("a <user> b <eot>")
+    assert not set(ids) & set(tok.special_ids.values()) and tok.decode(ids) == "a <user> b <eot>"
 
 
 def test_chat_template_masks_only_answers(tok):
@@ -106,6 +124,7 @@ def test_cli_trains_from_a_text_file(tmp_path, capsys):
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(TEXTS))
     assert main(["tokenizer", "train", "--input", str(corpus), "--vocab-size", "400", "--out", str(tmp_path / "t")]) == 0
-    assert tk.Tokenizer.load(tmp_path / "t.model").bos_id == 2
+    made = tk.load_tokenizer(tmp_path / "t.model")
+    assert made.bos_id == made.base_size + 1 and made.vocab_size <= 400
     assert main(["tokenizer", "train", "--input", str(corpus), "--vocab-size", "100", "--out", str(tmp_path / "u")]) == 2
     assert "--vocab-size 100" in capsys.readouterr().err

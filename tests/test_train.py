@@ -85,7 +85,7 @@ def test_bad_mesh_is_one_line_error(corpus, tmp_path):
 def test_restore_on_other_meshes(corpus, tmp_path):
     """Saved on fsdp=4 x tensor=2, restored on data=2 x fsdp=2 x tensor=2 and on one device: same loss."""
     from data_pipelines.batch import iterators as pipeline
-    from data_pipelines.text.tokenizer import Tokenizer
+    from data_pipelines.text.tokenizer import load_tokenizer
     from pegasus_jax.train import checkpoint
     from pegasus_jax.train.state import TrainSpec
     from pegasus_jax.train.batch_layout import BatchLayout
@@ -99,7 +99,7 @@ def test_restore_on_other_meshes(corpus, tmp_path):
 
     from pegasus_jax.train.trainer import train
     train(config_for((1, 4, 2)), str(tmp_path))
-    batch_np = next(pipeline.make_eval_iterator(config_for((1, 4, 2)), Tokenizer.load(corpus["tokenizer"])))
+    batch_np = next(pipeline.make_eval_iterator(config_for((1, 4, 2)), load_tokenizer(corpus["tokenizer"])))
     results = []
     for axes, devices in (((1, 4, 2), 8), ((2, 2, 2), 8), ((1, 1, 1), 1)):
         c = config_for(axes)

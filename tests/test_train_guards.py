@@ -40,7 +40,7 @@ def test_nan_policy_stop_catches_a_non_finite_step_between_logging_steps(corpus,
 
 
 def test_eval_step_is_compiled_once_per_run(corpus):
-    from data_pipelines.text.tokenizer import Tokenizer
+    from data_pipelines.text.tokenizer import load_tokenizer
     from pegasus_jax import sharding
     from pegasus_jax.train.batch_layout import BatchLayout
     from pegasus_jax.train.state import TrainSpec
@@ -51,7 +51,7 @@ def test_eval_step_is_compiled_once_per_run(corpus):
     spec = TrainSpec.create(config, mesh)
     state = spec.init_state(0)
     layout = BatchLayout.create(mesh, config.mesh.axis_rules, config.train.batch_size)
-    evaluate = _eval_runner(spec, config, Tokenizer.load(corpus["tokenizer"]), corpus["heldout"], layout)
+    evaluate = _eval_runner(spec, config, load_tokenizer(corpus["tokenizer"]), corpus["heldout"], layout)
     from jax._src import monitoring
 
     traces = []

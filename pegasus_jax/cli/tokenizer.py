@@ -25,6 +25,6 @@ def run_train(args) -> int:
     else:
         texts = record_texts(args.input)
     path = tokenizer.train(texts, args.vocab_size, args.out, args.model_type)
-    tok = tokenizer.Tokenizer.load(path)
+    tok = tokenizer.load_tokenizer(path)
     print(f"wrote {path}: {tok.vocab_size} ids ({len(tokenizer.SPECIALS)} special)")
     return 0

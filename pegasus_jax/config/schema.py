@@ -218,7 +218,8 @@ def data_config() -> ml_collections.ConfigDict:
     dt = ml_collections.ConfigDict()
     dt.path = ml_collections.FieldReference(None, field_type=str)  # records glob; None -> synthetic corpus
     dt.eval_path = ml_collections.FieldReference(None, field_type=str)
-    dt.tokenizer = ml_collections.FieldReference(None, field_type=str)  # tokenizer.model; None -> trained on the corpus
+    # a SentencePiece tokenizer.model, or a tokenizer.json (or its folder); None -> one trained on the corpus
+    dt.tokenizer = ml_collections.FieldReference(None, field_type=str)
     dt.max_segments = 2
     dt.max_text_len = 64  # text tokens (prompt + answer) per example, the longest length bucket
     dt.length_buckets = (32, 64)  # text lengths batches are padded to (the smallest that fits)

@@ -31,21 +31,19 @@ SUMMARY_TYPES = ("summary", "chapter", "highlight")
 
 
 def token_surfaces(tokenizer) -> list[str | None]:
-    """The text each token appends when decoding, for schema-constrained decoding.
-
-    SentencePiece pieces with '▁' as a space; byte-fallback tokens of ASCII bytes as that character;
-    special, control and non-ASCII byte tokens None (never chosen under a schema).
-    """
-    sp = tokenizer.sp
+    """The text each token appends when decoding, for schema-constrained decoding: its bytes
+    (`Tokenizer.token_bytes`) as text; special ids, control bytes and partial UTF-8 None (never chosen
+    under a schema)."""
     out: list[str | None] = []
     for i in range(tokenizer.vocab_size):
-        if i >= tokenizer.sp_size or i in tokenizer.special_ids.values() or sp.is_control(i) or sp.is_unknown(i):
+        raw = tokenizer.token_bytes(i)
+        if raw is None or (len(raw) == 1 and not 0x20 <= raw[0] < 0x7F):
             out.append(None)
-        elif sp.is_byte(i):
-            value = int(sp.id_to_piece(i)[3:5], 16)
-            out.append(chr(value) if 0x20 <= value < 0x7F else None)
-        else:
-            out.append(sp.id_to_piece(i).replace("\u2581", " "))
+            continue
+        try:
+            out.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append(None)
     return out
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import os
-import tempfile
 
 import jax
 import ml_collections
@@ -44,20 +42,18 @@ def config_from_metadata(meta: dict) -> ml_collections.ConfigDict:
     return validate(config)
 
 
-def tokenizer_file(meta: dict, directory: str) -> str:
-    """Write the checkpoint's tokenizer.model into `directory` and return its path."""
+def tokenizer_from_metadata(meta: dict):
+    """The checkpoint's tokenizer (checkpoints from before the HF back end hold a SentencePiece model)."""
+    from data_pipelines.text.tokenizer import from_bytes
+
     tok = meta.get("tokenizer")
     if not tok:
         raise UserError("--checkpoint: this checkpoint has no tokenizer in its metadata")
-    path = os.path.join(directory, "tokenizer.model")
-    with open(path, "wb") as f:
-        f.write(base64.b64decode(tok["model_b64"]))
-    return path
+    return from_bytes(base64.b64decode(tok["model_b64"]), tok.get("format", "sentencepiece"))
 
 
 def load(path: str, devices=None):
     """(model, config, tokenizer, step) from a checkpoint, the model's parameters on `devices`."""
-    from data_pipelines.text.tokenizer import Tokenizer
     from pegasus_jax.train.state import TrainSpec
 
     workdir, step = checkpoint.resolve_checkpoint(path)
@@ -69,6 +65,4 @@ def load(path: str, devices=None):
     spec = TrainSpec.create(config, mesh)
     state = checkpoint.restore_model(checkpoint.manager(workdir, None, read_only=True), step, spec.abstract_state())
     model = spec.model(state["params"], state["frozen"], state["rest"])
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = Tokenizer.load(tokenizer_file(meta, tmp))
-    return model, config, tokenizer, step
+    return model, config, tokenizer_from_metadata(meta), step

@@ -18,10 +18,9 @@ import ctypes
 import json
 import os
 import shutil
-import tempfile
 
 from pegasus_jax.errors import UserError
-from pegasus_jax.infer.checkpoint_loader import config_from_metadata, tokenizer_file
+from pegasus_jax.infer.checkpoint_loader import config_from_metadata, tokenizer_from_metadata
 from pegasus_jax.interop import checkpoint_tensors
 from pegasus_jax.interop.hf_llama import llama_config_to_hf, llama_hf_items
 from pegasus_jax.interop.hf_pegasus import full_config_to_hf, full_hf_items
@@ -56,8 +55,6 @@ def _write_json(path: str, obj: dict) -> None:
 def export(source: str, out: str, *, dtype: str = "fp32", merge_lora: bool = False, lora_alpha: float | None = None,
            max_shard_bytes: int = 2 << 30) -> dict:
     """Write OUT/llm and OUT/full from the checkpoint `source`; returns a summary."""
-    from data_pipelines.text.tokenizer import Tokenizer
-
     _map_large_buffers_separately()
     workdir, step = checkpoint.resolve_checkpoint(source)
     meta = checkpoint.read_metadata(workdir, step)
@@ -73,26 +70,24 @@ def export(source: str, out: str, *, dtype: str = "fp32", merge_lora: bool = Fal
         raise UserError(f"--merge-lora: {source} has no LoRA adapters")
     provenance = {"source_checkpoint": os.path.abspath(workdir), "step": step, "dtype": dtype,
                   "merged_lora_alpha": alpha if merge_lora else None, "config": meta["config"]}
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer_path = tokenizer_file(meta, tmp)  # a UserError before anything is written
-        tok = Tokenizer.load(tokenizer_path)
-        llm_dir, full_dir = os.path.join(out, "llm"), os.path.join(out, "full")
-        counts = {}
-        for folder, items, hf_config in (
-                (llm_dir, llama_hf_items(params["decoder"], config.model.decoder),
-                 llama_config_to_hf(config.model.decoder, tok.bos_id, tok.eos_id)),
-                (full_dir, full_hf_items(params, config), full_config_to_hf(config, tok.bos_id, tok.eos_id))):
-            writer = ShardWriter(folder, max_shard_bytes, dtype)
-            for name, array in items:
-                writer.add(name, array)
-            counts[os.path.basename(folder)] = writer.close({"source_step": str(step)})
-            _write_json(os.path.join(folder, "config.json"),
-                        {**hf_config, "torch_dtype": TORCH_DTYPES[dtype], "dtype": TORCH_DTYPES[dtype]})
-            _write_json(os.path.join(folder, "generation_config.json"),
-                        {"bos_token_id": tok.bos_id, "eos_token_id": [tok.eos_id, tok.eot_id],
-                         "pad_token_id": tok.pad_id})
-            _write_json(os.path.join(folder, PROVENANCE), provenance)
-            write_hf_tokenizer(tokenizer_path, folder)
+    tok = tokenizer_from_metadata(meta)  # a UserError before anything is written
+    llm_dir, full_dir = os.path.join(out, "llm"), os.path.join(out, "full")
+    counts = {}
+    for folder, items, hf_config in (
+            (llm_dir, llama_hf_items(params["decoder"], config.model.decoder),
+             llama_config_to_hf(config.model.decoder, tok.bos_id, tok.eos_id)),
+            (full_dir, full_hf_items(params, config), full_config_to_hf(config, tok.bos_id, tok.eos_id))):
+        writer = ShardWriter(folder, max_shard_bytes, dtype)
+        for name, array in items:
+            writer.add(name, array)
+        counts[os.path.basename(folder)] = writer.close({"source_step": str(step)})
+        _write_json(os.path.join(folder, "config.json"),
+                    {**hf_config, "torch_dtype": TORCH_DTYPES[dtype], "dtype": TORCH_DTYPES[dtype]})
+        _write_json(os.path.join(folder, "generation_config.json"),
+                    {"bos_token_id": tok.bos_id, "eos_token_id": [tok.eos_id, tok.eot_id],
+                     "pad_token_id": tok.pad_id})
+        _write_json(os.path.join(folder, PROVENANCE), provenance)
+        write_hf_tokenizer(tok, folder)
     for name in CODE_FILES:
         shutil.copyfile(os.path.join(TORCH_CODE, name), os.path.join(full_dir, name))
     return {"step": step, "llm": llm_dir, "full": full_dir, "tensors": counts}

@@ -1,43 +1,93 @@
-"""Our SentencePiece tokenizer as a Hugging Face tokenizer folder (tokenizer.json, no custom code).
+"""Our tokenizer as a Hugging Face tokenizer folder (tokenizer.json, no custom code) that chats.
 
-transformers converts a `tokenizer.model` by parsing its protobuf, which fails where the protobuf
-runtime is older than sentencepiece's generated code (this project's pinned set), so the fast
-tokenizer is built here from the SentencePiece processor's pieces and scores instead: a Unigram model
-with byte fallback, SentencePiece's whitespace handling ("▁" prepended to every word, runs of whitespace
-collapsed) and our special tokens with their ids, including ids reserved above the SentencePiece
-vocabulary. `tokenizer.model` is copied beside it for tools that want the original.
+tokenizer.json comes from a maintained converter, never built here: a SentencePiece model goes through
+transformers' Llama slow-to-fast converter (exact for Llama-style models: identity normalisation,
+whitespace kept, byte fallback, which is what `tokenizer train` writes and Llama 2 ships); an imported
+`tokenizers` tokenizer is copied. The specials appended above the vocabulary are added as special
+tokens at their ids; a post-processor puts BOS first as training does, and tokenizer_config.json
+carries the training chat format as a Jinja `chat_template`:
+
+    [bos] <user> prompt <assistant> answer <eot> <user> prompt <assistant> ...
 """
 from __future__ import annotations
 
+import logging
+import os
 import shutil
+import tempfile
 
-from data_pipelines.text.tokenizer import SPECIALS, Tokenizer
+from data_pipelines.text.hf_tokenizer import HFTokenizer
+from data_pipelines.text.sentencepiece_tokenizer import SentencePieceTokenizer, model_pb2
+from data_pipelines.text.special_tokens import MARKERS, Tokenizer
+
+CHAT_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'user' %}{{ USER + message['content'] }}"
+    "{%- elif message['role'] == 'assistant' %}{{ ASSISTANT + message['content'] + EOT }}"
+    "{%- else %}{{ raise_exception('the chat format has user and assistant turns only, not ' + message['role']) }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ ASSISTANT }}{%- endif %}")
 
 
-def write_hf_tokenizer(model_path: str, folder: str) -> None:
-    from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
-    from tokenizers import Tokenizer as FastTokenizer
+def chat_template(token: dict[str, str]) -> str:
+    """The template with our role tokens' strings in place (a reserved token keeps its own name)."""
+    return (CHAT_TEMPLATE.replace("USER", repr(token["<user>"])).replace("ASSISTANT", repr(token["<assistant>"]))
+            .replace("EOT", repr(token["<eot>"])))
+
+
+def _converted_sentencepiece(tok: SentencePieceTokenizer, model_path: str):
+    from tokenizers.models import BPE
+    from transformers.convert_slow_tokenizer import LlamaConverter, SentencePieceExtractor
+    from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
+
+    class BPEExtractor(SentencePieceExtractor):
+        """transformers 5.23's SpmConverter calls the extractor with the pre-5 signature (scores ->
+        vocab, merges); this adapts the call to the current `extract(model_type)`."""
+
+        def extract(self, vocab_scores):
+            found = super().extract(BPE)
+            return found["vocab"], found["merges"]
+
+    class Converter(LlamaConverter):
+        SpmExtractor = BPEExtractor
+
+    proto = model_pb2().ModelProto()  # importing it first lets transformers' own import succeed
+    proto.ParseFromString(tok.to_bytes())
+    spec = proto.normalizer_spec
+    if spec.name != "identity" or spec.remove_extra_whitespaces:
+        logging.warning("tokenizer.model normalises text (%s, remove_extra_whitespaces=%s): the Llama converter "
+                        "does not, so the exported tokenizer.json may split such text differently",
+                        spec.name, spec.remove_extra_whitespaces)
+    return Converter(SentencePieceBackend(vocab_file=model_path, legacy=True, add_prefix_space=True)).converted()
+
+
+def write_hf_tokenizer(tok: Tokenizer, folder: str) -> None:
+    from tokenizers import AddedToken, processors
+    from tokenizers import Tokenizer as Backend
     from transformers import PreTrainedTokenizerFast
 
-    ours = Tokenizer.load(model_path)
-    sp = ours.sp
-    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(ours.sp_size)]
-    fast = FastTokenizer(models.Unigram(vocab, unk_id=ours.unk_id, byte_fallback=True))
-    fast.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"[ \t\n\r]+"), " "),
-                                            normalizers.Strip()])
-    fast.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
-    fast.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                      decoders.Strip(" ", 1, 0)])
-    # In SPECIALS order: a special missing from the SentencePiece model is appended at the next id,
-    # which is the id our Tokenizer reserved for it.
-    names = {i: piece for piece, i in ours.special_ids.items()}
-    for i in sorted(names):
-        fast.add_special_tokens([AddedToken(sp.id_to_piece(i) if i < ours.sp_size else names[i], special=True,
-                                            normalized=False)])
-    piece = lambda name: names.get(ours.special_ids[name]) if ours.special_ids[name] >= ours.sp_size \
-        else sp.id_to_piece(ours.special_ids[name])
-    hf = PreTrainedTokenizerFast(tokenizer_object=fast, bos_token=piece("<s>"), eos_token=piece("</s>"),
-                                 unk_token=piece("<unk>"), pad_token=piece("<pad>"),
-                                 additional_special_tokens=[piece(s) for s in SPECIALS[4:]])
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        if isinstance(tok, SentencePieceTokenizer):
+            model_path = os.path.join(tmp, "tokenizer.model")
+            with open(model_path, "wb") as f:
+                f.write(tok.to_bytes())
+            backend = _converted_sentencepiece(tok, model_path)
+            shutil.copyfile(model_path, os.path.join(folder, "tokenizer.model"))  # for tools that want the original
+        elif isinstance(tok, HFTokenizer):
+            backend = Backend.from_str(tok.tokenizer_json)
+        else:
+            raise TypeError(f"no Hugging Face export for {type(tok).__name__}")
+    for piece in tok.appended:  # in id order: each lands on the id our tokenizer appended for it
+        backend.add_special_tokens([AddedToken(piece, special=True, normalized=False)])
+        assert backend.token_to_id(piece) == tok.special_ids[piece], piece
+    token = {piece: backend.id_to_token(i) for piece, i in tok.special_ids.items()}
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{token['<s>']} $A", pair=f"{token['<s>']} $A {token['<s>']} $B",
+        special_tokens=[(token["<s>"], tok.bos_id)])
+    hf = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=token["<s>"], eos_token=token["</s>"],
+                                 unk_token=token["<unk>"], pad_token=token["<pad>"],
+                                 additional_special_tokens=[token[m] for m in MARKERS],
+                                 chat_template=chat_template(token))
     hf.save_pretrained(folder)
-    shutil.copyfile(model_path, f"{folder}/tokenizer.model")

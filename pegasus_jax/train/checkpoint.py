@@ -49,14 +49,18 @@ def root(workdir: str) -> epath.Path:
     return epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
 
 
-def metadata(config, tokenizer_path: str | None, step: int) -> dict:
-    """Config, tokenizer (bytes inline, base64) and code version: a checkpoint is self-contained."""
+def metadata(config, tokenizer, step: int) -> dict:
+    """Config, tokenizer (its bytes inline, base64, and its back end) and code version: a checkpoint is
+    self-contained. `tokenizer`: a Tokenizer, the path of one, or None."""
+    from data_pipelines.text.tokenizer import load_tokenizer
     from pegasus_jax.version import __version__
     meta = {"config": config.to_dict(), "version": __version__, "step": step, "tokenizer": None}
-    if tokenizer_path:
-        blob = epath.Path(tokenizer_path).read_bytes()
+    if tokenizer:
+        is_path = isinstance(tokenizer, (str, os.PathLike))
+        tok = load_tokenizer(tokenizer) if is_path else tokenizer
+        blob = tok.to_bytes()
         meta["tokenizer"] = {"model_b64": base64.b64encode(blob).decode(), "sha256": hashlib.sha256(blob).hexdigest(),
-                             "source": str(tokenizer_path)}
+                             "format": tok.format, "source": str(tokenizer) if is_path else "in memory"}
     return _jsonable(meta)
 
 

@@ -102,9 +102,9 @@ def _train(config, workdir: str, mesh, stop: StopAgreement) -> dict:
 
     from data_pipelines.batch import iterators as pipeline
     from data_pipelines.batch.mixture import with_builtin
-    from data_pipelines.text.tokenizer import Tokenizer
+    from data_pipelines.text.tokenizer import load_tokenizer
 
-    tokenizer = Tokenizer.load(tokenizer_path)
+    tokenizer = load_tokenizer(tokenizer_path)
     data_cfg = config.copy_and_resolve_references()
     data_cfg.data.path = train_glob
     data_cfg.data.mixture = with_builtin(config.data.mixture, train_glob)
