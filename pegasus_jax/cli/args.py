@@ -18,9 +18,15 @@ config overrides:
         --config.train.steps=200 --config.train.batch_size=8 --config.train.schedule=wsd"""
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions and epilogs as written; each option's default appended to its help unless the
-    option has none (None, False, an empty list) or its help already says it."""
+class HelpFormatter(argparse.HelpFormatter):
+    """Descriptions and epilogs laid out by hand (holding line breaks) kept as written, others wrapped;
+    each option's default appended to its help unless the option has none (None, False, an empty list)
+    or its help already says it."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
     def _get_help_string(self, action):
         text = action.help or ""
