@@ -27,16 +27,23 @@ def test_export_eval_then_evaluate(corpus, reference, tmp_path, capsys):
         turns = [(t["text"]) for t in record.turns]
         assert [x for q in qa if q["video_name"] == row["video"] for x in (q["Q"], q["A"])] == turns
 
+    capsys.readouterr()
     assert main(["eval", "--checkpoint", str(reference), "--benchmark", "mcq", "--data", str(out / "mcq.jsonl"),
                  "--out", str(reports)]) == 0
     report = json.loads((reports / "mcq.json").read_text())
     assert report["aggregate"]["items"] == len(mcq) and set(report["aggregate"]["per_task"]) == {q["task"] for q in mcq}
     assert all(row["options"][row["answer"]] == q["answer"] for row, q in zip(report["items"], mcq))
-    assert main(["eval", "--checkpoint", str(reference), "--benchmark", "caption", "--data", str(out),
+    assert f"eval mcq: {len(mcq)}/{len(mcq)} questions" in capsys.readouterr().err  # progress, with its ETA
+    # the caption files as the caption benchmark reads them (scored on given predictions: the model's
+    # captioning is test_video_tasks' subject)
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps({"id": row["video"], "prediction": row["captions"][0]}) + "\n"
+                                   for row in captions))
+    assert main(["eval", "--benchmark", "caption", "--data", str(out), "--predictions", str(predictions),
                  "--out", str(reports)]) == 0
     report = json.loads((reports / "caption.json").read_text())
     assert [item["references"] for item in report["items"]] == [r.captions for r in records]
-    assert "eval generate: 1/1 videos" in capsys.readouterr().err  # progress, with its ETA
+    assert report["aggregate"]["bleu4"] > 0.99  # each prediction is its reference
 
 
 def test_export_eval_errors(corpus, tmp_path, capsys):
