@@ -1,8 +1,10 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+# Every install is constrained to the versions the suite last passed with; `make lock` rewrites the file.
+LOCK := requirements.lock
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo test install install-dev lock clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -10,12 +12,19 @@ $(BIN)/python:
 
 # torch is installed first, pinned to its CPU build, so that transformers does not pull CUDA packages.
 install: $(BIN)/python
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -c $(LOCK) torch
+	$(BIN)/pip install -q -c $(LOCK) -e ".[dev]"
 
 # The test suite also needs libtpu (AOT compile), TensorFlow Datasets (builders) and Apache Beam.
 install-dev: install
+	$(BIN)/pip install -q -c $(LOCK) -e ".[dev,tpu,tfds,beam]"
+
+# Regenerate the lock from the venv after a dependency changes in setup.py: install without the old lock
+# (new packages resolve freely, installed ones stay), then freeze. Local version labels (torch's "+cpu")
+# are dropped so the lock also installs from an index without them.
+lock: $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev,tpu,tfds,beam]"
+	$(BIN)/pip freeze --exclude-editable | sed -E 's/^([^=]+==[^+]+)\+.*/\1/' > $(LOCK)
 
 demo: install
 	$(BIN)/pegasus-jax demo --workdir runs/demo

@@ -4,6 +4,8 @@
 2. train `configs/demo.py` for a bounded time, with checkpoints;
 3. caption every held-out clip (attribute *combinations* never seen in training) with the trained
    model and score each attribute parsed from the caption against the clip's truth, beside chance;
+   export the held-out split as an evaluation set (`data export-eval`: videos, captions, QA, MCQ) and
+   score those captions on it with the `caption` benchmark (DIR/heldout_eval/report/caption.json);
 4. the same with the audio removed (pitch should fall to chance or below: the corpus has silent clips,
    so without sound the model names no tone), with the motion removed (every frame is the clip's middle
    one, where a shape's position does not tell its direction: direction should fall to chance) and with
@@ -60,6 +62,25 @@ def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = 
             for k in ATTRIBUTES:
                 correct[k] += int(found.get(k) == truth[k])
     return {k: correct[k] / max(len(clips), 1) for k in ATTRIBUTES}, captions
+
+
+def heldout_eval(workdir: str, heldout_glob: str, clips: list, captions: list[str]) -> dict:
+    """The held-out split as an eval set (data_pipelines/records/eval_set.py, what `data export-eval`
+    writes) and the `caption` benchmark on it, scoring `captions` (the model's, of `clips`, the same
+    records in the same order) so no clip is captioned twice."""
+    from data_pipelines.records.eval_set import export_eval_set
+    from pegasus_jax.evaluate.runner import run_benchmark
+
+    out = os.path.join(workdir, "heldout_eval")
+    info = export_eval_set(heldout_glob, out, split="heldout", limit=len(clips))
+    predictions = os.path.join(out, "predictions.jsonl")
+    with open(predictions, "w") as f:
+        for clip, caption in zip(clips, captions):
+            f.write(json.dumps({"id": info["ids"][clip.id], "prediction": caption}) + "\n")
+    reports = os.path.join(out, "report")
+    caption = run_benchmark("caption", out, reports, predictions=predictions, meta={"checkpoint": workdir})
+    return {"dir": out, "videos": info["videos"], "qa": info["qa"], "mcq": info["mcq"], "caption": caption,
+            "report": os.path.join(reports, "caption.json")}
 
 
 def check_export(api, workdir: str, clip) -> dict:
@@ -120,10 +141,11 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
     losses = [r for r in curve if "loss" in r]
 
     api = Pegasus.load(workdir)
-    heldout = list(records.read_all(os.path.join(workdir, "corpus", "heldout", "*.array_record")))
-    heldout = heldout[: config.demo.eval_clips]
+    heldout_glob = os.path.join(workdir, "corpus", "heldout", "*.array_record")
+    heldout = list(records.read_all(heldout_glob))[: config.demo.eval_clips]
     print(f"[demo] captioning {len(heldout)} held-out clips", flush=True)
     accuracy, captions = caption_accuracy(api, heldout)
+    eval_set = heldout_eval(workdir, heldout_glob, heldout, captions)
     no_audio, _ = caption_accuracy(api, heldout, use_audio=False)
     no_motion, _ = caption_accuracy(api, heldout, still=True)
     no_temporal, _ = caption_accuracy(api, heldout, temporal=False)
@@ -149,6 +171,7 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
         "throughput": {"examples_per_s": result.get("examples_per_s"), "tokens_per_s": result.get("tokens_per_s"),
                        "mfu": result.get("mfu")},
         "heldout_clips": len(heldout),
+        "heldout_eval": eval_set,
         "examples": [{"truth": c.metadata["attributes"], "caption": t} for c, t in zip(heldout[:5], captions[:5])],
         "gist": gist,
         "chapters": chapters,
@@ -172,10 +195,18 @@ def format_report(report: dict) -> str:
     loss = report["loss"]
     rows += ["", f"loss {loss['first']:.3f} -> {loss['last']:.3f} in {report['steps']} steps "
                  f"(held-out loss {loss['eval_last']}); {report['seconds']:.0f} s in all",
+             heldout_eval_line(report["heldout_eval"]),
              f"gist: {json.dumps(report['gist'])}", f"chapters: {json.dumps(report['chapters'])}",
              export_line(report["export"]),
              f"report: {os.path.join(report['artifacts']['workdir'], 'demo_report.json')}"]
     return "\n".join(rows)
+
+
+def heldout_eval_line(eval_set: dict) -> str:
+    caption = eval_set["caption"]
+    return (f"held-out eval set {eval_set['dir']} ({eval_set['videos']} videos, {eval_set['mcq']} MCQ questions): "
+            f"captions BLEU-4 {caption['bleu4']:.3f}, ROUGE-L {caption['rouge_l']:.3f}, CIDEr {caption['cider']:.3f}; "
+            f"report {eval_set['report']}")
 
 
 def export_line(exported: dict) -> str:

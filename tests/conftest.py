@@ -133,5 +133,6 @@ def reference(corpus, tmp_path_factory):
         run = cli("train", "--config", "configs/tiny.py", "--workdir", str(workdir), *reference_flags(corpus),
                   env=cpu_env())
         assert run.returncode == 0, run.stderr[-3000:]
+        (workdir / "train_stderr.log").write_text(run.stderr)  # what a pod log would hold (test_cli_ux)
 
     return made_once(tmp_path_factory, "reference", make)

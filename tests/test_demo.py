@@ -43,6 +43,13 @@ def test_report_has_the_fixed_fields(report):
     assert all(set(a) == set(report["accuracy"]) for a in report["ablation"].values())
     assert report["seconds"] > 0 and report["heldout_clips"] == 48
     assert report["loss"]["last"] < report["loss"]["first"] / 4
+    # the held-out split exported as an eval set (data export-eval) and its caption report
+    held = report["heldout_eval"]
+    assert held["videos"] == 48 and held["mcq"] >= 4 * 48 and held["caption"]["items"] == 48
+    with open(held["report"]) as f:
+        rows = json.load(f)["items"]
+    assert [r["prediction"] for r in rows[:5]] == [e["caption"] for e in report["examples"]]
+    assert 0 < held["caption"]["cider"] and 0 < held["caption"]["bleu4"] <= 1
 
 
 # Measured with seeds 0, 1 and 2 (each its own corpus, initialisation and data order; CI runs seed 0):

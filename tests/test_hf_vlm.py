@@ -15,7 +15,7 @@ from test_export import tokenizer_path  # noqa: F401  (module fixture: a small S
 from test_import_hf import perturbed
 
 from data_pipelines.sources import synth
-from data_pipelines.text.tokenizer import Tokenizer
+from data_pipelines.text.tokenizer import load_tokenizer
 from pegasus_jax.cli.main import main
 from pegasus_jax.errors import UserError
 from pegasus_jax.infer.checkpoint_loader import load
@@ -63,7 +63,7 @@ def test_llava_next_video_imports_whole_and_matches_transformers(tokenizer_path,
     assert not np.asarray(temporal["attn"]["o"]["kernel"]).any()  # zero residual branches: the image model
     assert not np.asarray(temporal["mlp"]["fc2"]["kernel"]).any()
 
-    tok = Tokenizer.load(str(tmp_path / "llava" / "tokenizer.model"))
+    tok = load_tokenizer(str(tmp_path / "llava"))
     prompt = [tok.bos_id, tok.user_id] + tok.encode("Describe the video.") + [tok.assistant_id]
     clip = synth.make_clip(0, "heldout", 3)
     batch = whole_video_batch(config, clip.video, prompt)

@@ -97,6 +97,30 @@ def test_cli_fit_writes_contract_and_plots(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
 
 
+def test_plots_hold_the_fitted_points():
+    """Each figure shows the runs the fit used, at the C the fit used (6ND): every run on loss-vs-compute,
+    each IsoFLOP group's own runs with its parabola and its minimum."""
+    from pegasus_jax.scaling.plots import isoflop_curves, loss_vs_compute
+
+    runs = isoflop_runs()
+    fit = {**TRUE, "compute_optimal": [compute_optimal(TRUE, 1e21)], "isoflop": isoflop(runs)}  # FIT.json's parts
+    ax = loss_vs_compute(runs, fit).axes[0]
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), [[r["C"], r["loss"]] for r in runs])
+    frontier = ax.lines[0].get_xydata()
+    np.testing.assert_allclose(frontier[:, 1], [compute_optimal(fit, c)["loss"] for c in frontier[:, 0]])
+    groups = fit["isoflop"]["groups"]
+    assert len(groups) >= 3 and sorted(i for g in groups for i in g["runs"]) == list(range(len(runs)))
+    ax = isoflop_curves(runs, fit).axes[0]
+    assert len(ax.collections) == len(groups)
+    for group, scatter, (curve, star) in zip(groups, ax.collections, zip(ax.lines[::2], ax.lines[1::2])):
+        members = [runs[i] for i in group["runs"]]
+        assert all(math.isclose(r["C"], group["C"], rel_tol=0.3) for r in members)
+        np.testing.assert_allclose(scatter.get_offsets(), [[r["N"], r["loss"]] for r in members])
+        x, y = curve.get_xydata().T
+        np.testing.assert_allclose(y, np.polyval(group["parabola"], np.log(x)), rtol=1e-9)
+        np.testing.assert_allclose(star.get_xydata(), [[group["N_opt"], group["loss_opt"]]])
+
+
 def test_runs_file_errors_name_the_line(tmp_path):
     path = tmp_path / "runs.jsonl"
     path.write_text('{"N": 1, "D": 2, "C": 12, "loss": 3}\n{"N": 1, "D": 2, "loss": 3}\n')
@@ -104,6 +128,9 @@ def test_runs_file_errors_name_the_line(tmp_path):
         load_runs(str(path))
     path.write_text('{"N": 1, "D": 2, "C": 12, "loss": -3}\n')
     with pytest.raises(UserError, match=r":1: loss must be a positive"):
+        load_runs(str(path))
+    path.write_text('{"N": 1, "D": 2, "C": 12, "loss": 3}\n{"N": 1, "D": 2, "C": 99, "loss": 3}\n')
+    with pytest.raises(UserError, match=r"runs.jsonl:2: C 99 is not 6\*N\*D = 12 "):
         load_runs(str(path))
     path.write_text("not json\n")
     with pytest.raises(UserError, match=r":1: not valid JSON"):

@@ -56,6 +56,26 @@ def test_plan_follows_the_rules(tmp_path):
     assert sizes == sorted(sizes) and len(set(sizes)) == 3
 
 
+def test_isoflop_grid_puts_three_sizes_at_each_budget(tmp_path):
+    """configs/scaling/tiny_isoflop.py: every width at every budget, each trained for D = C / (6N)."""
+    spec = sweep.load_sweep(os.path.join(ROOT, "configs", "scaling", "tiny_isoflop.py"))
+    points = sweep.plan(spec, str(tmp_path))
+    assert len(points) == len(spec.budgets) * len(spec.widths) and len(spec.widths) >= 3
+    for budget in spec.budgets:
+        group = [p["config"] for p in points if p["name"].startswith(f"c{budget:.2g}_".replace("+", ""))]
+        sizes = [param_counts(c)["non_embedding"] for c in group]
+        assert len(set(sizes)) == len(spec.widths)
+        for n, config in zip(sizes, group):
+            planned = 6 * n * sweep.planned_tokens(config)
+            # steps are whole: within half a step of the budget
+            assert abs(planned - budget) <= 0.5 * planned / config.train.steps, (budget, planned)
+        assert [c.train.steps for c in group] == sorted((c.train.steps for c in group), reverse=True)
+    two = tmp_path / "two.py"
+    two.write_text(SWEEP_FILE.format(widths=(32, 64), steps=(10,)).replace("return s", "s.budgets = (1e10,)\n    return s"))
+    with pytest.raises(UserError, match=r"IsoFLOP grid \(budgets\) needs >= 3 widths, got 2"):
+        sweep.load_sweep(str(two))
+
+
 def test_bad_rule_names_the_point(tmp_path):
     path = tmp_path / "bad.py"
     # width 160 -> 10 heads; 3 query heads per KV head -> 3 KV heads, which do not divide 10.
@@ -88,9 +108,12 @@ def test_collect_from_metrics_files(tmp_path):
     config = a["config"]
     assert row_a["loss"] == (4.0 + 3.0) / 2 and row_a["steps"] == 6 and row_a["D"] == 1234.0
     assert row_a["N"] == param_counts(config)["non_embedding"]
-    assert row_a["C"] == 5.5e9 and row_a["C_source"] == "metrics train_flops"
-    assert row_b["C"] == flops_per_example(b["config"])["total_train"] * 6 * b["config"].train.batch_size
+    # C is 6ND, the fit's and the plots' C; the measured FLOPs (encoders included) travel beside it.
+    assert row_a["C"] == 6 * row_a["N"] * 1234 and row_a["train_flops"] == 5.5e9
+    assert row_a["train_flops_source"] == "metrics train_flops"
+    assert row_b["train_flops"] == flops_per_example(b["config"])["total_train"] * 6 * b["config"].train.batch_size
     assert row_b["D"] == 6 * b["config"].train.batch_size * decoder_sequence_length(b["config"])
+    assert row_b["C"] == 6 * row_b["N"] * row_b["D"]
     assert row_b["loss"] == (5.0 + 4.5) / 2 and row_b["overrides"]["model.decoder.width"] == "64"
     assert sweep.collect({**a, "workdir": str(tmp_path / "nothing")}, 2) is None
 

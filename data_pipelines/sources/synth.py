@@ -180,6 +180,17 @@ def _caption(rng, attrs: dict) -> str:
     return text
 
 
+def multiple_choice(parts: list[dict]) -> list[dict]:
+    """One multiple-choice question per attribute each part has (the records' metadata "mcq", which
+    `data export-eval` writes out for the `mcq` benchmark); the task is the attribute."""
+    items = []
+    for p, attrs in enumerate(parts):
+        when = "" if len(parts) == 1 else (" at the start" if p == 0 else " at the end")
+        items += [{"question": QUESTIONS[k][0].format(when=when), "options": list(ATTRIBUTES[k]), "answer": attrs[k],
+                   "task": k} for k in ATTRIBUTES if attrs.get(k)]
+    return items
+
+
 def _turns(rng, parts: list[dict]) -> list[dict]:
     turns = []
     for p, attrs in enumerate(parts):
@@ -241,7 +252,7 @@ def make_clip(seed: int, split: str, index: int, size: int = 64, speech: bool | 
         turns=_turns(rng, parts),
         transcript=transcript,
         segments=segments,
-        metadata={"source": "synth", "split": split, "attributes": parts[0], "parts": parts,
+        metadata={"source": "synth", "split": split, "attributes": parts[0], "parts": parts, "mcq": multiple_choice(parts),
                   "two_part": num_parts == 2, "silent": silent, "speech": any(p["word"] for p in parts),
                   "seed": seed, "index": index},
     )

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 
+from pegasus_jax.cli.args import OVERRIDES_HELP
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("compile", help="AOT-compile the train step for a TPU topology from this host")
-    p.add_argument("--config", required=True)
+    p = subparsers.add_parser(
+        "compile", help="AOT-compile the train step for a TPU topology from this host", epilog=OVERRIDES_HELP,
+        description="Compile the real train step for a TPU slice without a TPU (needs the tpu extra: libtpu) and "
+                    "print its per-chip memory, `fits: yes|no` and the expected step time.")
+    p.add_argument("--config", required=True, help="configs/<name>.py (a get_config() file)")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--topology", help="a TPU slice name: v5p-256, v5e-64, v6e-256, v4-32, ...")
     target.add_argument("--find-topology", metavar="FAMILY", help="smallest slice of v4|v5p|v5e|v6e that fits")
     p.add_argument("--num-slices", type=int, default=1, metavar="N",
-                   help="compile for N slices of --topology joined over DCN (multi-slice; default 1)")
+                   help="compile for N slices of --topology joined over DCN (multi-slice)")
     p.add_argument("--mfu", type=float, default=0.5, help="MFU assumed for the expected step time")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(func=run)

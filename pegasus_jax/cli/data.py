@@ -30,6 +30,17 @@ def register(subparsers) -> None:
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     c.set_defaults(func=run_convert)
 
+    e = sub.add_parser("export-eval", help="write an evaluation set (videos + caption/QA/MCQ files) from record shards",
+                       description="Write the files `pegasus-jax eval` reads from record shards: OUT/videos/, "
+                                   "captions.jsonl (caption, vidfactscore), generic_qa.json (vcg), mcq.jsonl (mcq), "
+                                   "eval_set.json. Then: pegasus-jax eval --checkpoint DIR --benchmark caption "
+                                   "--data OUT --out REPORTS")
+    e.add_argument("records", help="shard folder, glob or file (local or gs://)")
+    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--split", default=None, help="keep records whose metadata split is this (e.g. heldout)")
+    e.add_argument("--limit", type=int, default=None, help="at most this many records")
+    e.set_defaults(func=run_export_eval)
+
     i = sub.add_parser("inspect", help="counts, durations, sample decodes and failures of record shards")
     i.add_argument("path", help="shard folder, glob or file (local or gs://)")
     i.add_argument("--show", type=int, default=3, help="examples to print")
@@ -41,7 +52,7 @@ def register(subparsers) -> None:
 def _positive(value: int, flag: str) -> None:
     from pegasus_jax.errors import UserError
 
-    if value < 0 or (value == 0 and flag in ("--workers", "--size", "--num-shards")):
+    if value < 0 or (value == 0 and flag in ("--workers", "--size", "--num-shards", "--limit")):
         raise UserError(f"{flag} {value}: must be positive")
 
 
@@ -70,6 +81,17 @@ def run_convert(args) -> int:
         print(summary_line(result))
         for line in result["skipped"]["examples"]:
             print(f"  skipped {line}")
+    return 0
+
+
+def run_export_eval(args) -> int:
+    from data_pipelines.records.eval_set import export_eval_set
+
+    if args.limit is not None:
+        _positive(args.limit, "--limit")
+    info = export_eval_set(args.records, args.out, args.split, args.limit)
+    kinds = ", ".join(f"{name} {path}" for name, path in info["files"].items())
+    print(f"wrote {info['videos']} videos to {os.path.join(args.out, 'videos')}: {kinds}")
     return 0
 
 

@@ -10,17 +10,20 @@ import json
 import os
 import sys
 
+from pegasus_jax.cli.args import sampling_from_args
 from pegasus_jax.errors import UserError
+from pegasus_jax.infer.sampling import DEFAULT_TEMPERATURE
 
 
 def _common(p) -> None:
     p.add_argument("--checkpoint", required=True, help="training workdir or one step's checkpoint folder")
     p.add_argument("--video", required=True, help="a video file, a folder of videos, or a JSONL of {\"video\": path}")
-    p.add_argument("--temperature", type=float, default=0.2, help="0 = greedy (the API's default is 0.2)")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-tokens", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                   help="sampling temperature, >= 0; 0 = greedy, as in the Python API")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens; 0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass, in (0, 1]; 1 = off")
+    p.add_argument("--max-tokens", type=int, default=None, help="most tokens to generate (default: the task's)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
 
 
 def register(subparsers) -> None:
@@ -57,6 +60,10 @@ def video_list(spec: str) -> list[str]:
 
 
 def run(args) -> int:
+    sampling = sampling_from_args(args)
+    from pegasus_jax.train.checkpoint import resolve_checkpoint
+
+    resolve_checkpoint(args.checkpoint)  # a wrong --checkpoint fails before the video is read
     videos = video_list(args.video)
     schema = None
     if getattr(args, "response_schema", None):
@@ -73,9 +80,6 @@ def run(args) -> int:
     if single:
         check_video(args.video)  # a bad video fails before the seconds spent loading the model
     model = Pegasus.load(args.checkpoint)
-    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
-    if args.max_tokens:
-        sampling["max_new_tokens"] = args.max_tokens
     if args.task == "generate" and args.stop:
         sampling["stop"] = tuple(args.stop)
 

@@ -1,6 +1,6 @@
-"""`pegasus-jax` entry point: one subcommand per module in COMMANDS.
+"""`pegasus-jax` entry point.
 
-Each command module defines `register(subparsers)`, which adds its parser and sets `func`.
+Each command module (COMMANDS) defines `register(subparsers)`, which adds its parser and sets `func`.
 Command modules import heavy libraries inside their `run` functions so `--help` stays fast.
 A UserError (bad flag, config, path or input) is printed as one line, exit code 2, no traceback.
 """
@@ -10,8 +10,23 @@ import argparse
 import importlib
 import sys
 
+from pegasus_jax.cli.args import Parser, split_config_overrides
 from pegasus_jax.errors import UserError
 from pegasus_jax.flax_settings import configure as configure_flax
+from pegasus_jax.platforms import quiet_without_tpu
+
+DESCRIPTION = """pegasus-jax: a video-language model (video and audio encoders, an alignment model and a Llama-style
+decoder) in JAX. Make a corpus of video records, train a model on it, then ask it about videos:
+captions, answers, summaries, chapters. Also: evaluate, export to PyTorch, import from Hugging Face,
+plan TPU jobs, fit scaling laws.
+
+first steps:
+  pegasus-jax demo --workdir runs/demo           # the whole system on a built-in corpus (~15 min on a CPU)
+  pegasus-jax train --config configs/tiny.py --workdir runs/tiny --config.train.steps=200
+  pegasus-jax generate --checkpoint runs/tiny --video clip.mp4 --prompt "What happens?"
+
+Run `pegasus-jax COMMAND --help` for a command's flags and their defaults; `train --help` also shows
+how to set any config field with --config.SECTION.FIELD=VALUE."""
 
 COMMANDS = (
     "data",
@@ -27,14 +42,9 @@ COMMANDS = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse's default prints usage + message; keep it one line
-        raise UserError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="pegasus-jax", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="pegasus-jax", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"pegasus_jax.cli.{name}")
@@ -46,30 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def split_config_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Separate `--config.a.b=value` / `--config.a.b value` flags from the rest."""
-    rest, overrides = [], {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("--config."):
-            key = arg[len("--config."):]
-            if "=" in key:
-                key, value = key.split("=", 1)
-            elif i + 1 < len(argv):
-                i += 1
-                value = argv[i]
-            else:
-                raise UserError(f"{arg}: missing value")
-            overrides[key] = value
-        else:
-            rest.append(arg)
-        i += 1
-    return rest, overrides
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_without_tpu()  # before anything imports JAX
     try:
         argv, overrides = split_config_overrides(argv)
         args = build_parser().parse_args(argv)

@@ -3,6 +3,7 @@ to each field's type, bundled configs by short name; the result is validated (co
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
 import os
 import sys
@@ -38,6 +39,22 @@ def _parse_value(text: str, current):
     return value
 
 
+def field_names(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Every dotted field path of `config` (`train.steps`, `model.decoder.width`, ...)."""
+    names = []
+    for key, value in config.items():
+        names.append(prefix + key)
+        if isinstance(value, ml_collections.ConfigDict):
+            names.extend(field_names(value, f"{prefix}{key}."))
+    return names
+
+
+def unknown_field(config: ml_collections.ConfigDict, dotted: str) -> ConfigError:
+    close = difflib.get_close_matches(dotted, field_names(config), n=1, cutoff=0.6)
+    hint = f"; did you mean --config.{close[0]}?" if close else ""
+    return ConfigError(f"--config.{dotted}: no such config field{hint}")
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]) -> ml_collections.ConfigDict:
     """Apply `{"train.steps": "10"}`-style overrides (values parsed to the field's type)."""
     for dotted, text in overrides.items():
@@ -45,10 +62,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
         parts = dotted.split(".")
         for part in parts[:-1]:
             if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
-                raise ConfigError(f"--config.{dotted}: no such config field")
+                raise unknown_field(config, dotted)
             node = node[part]
         if parts[-1] not in node:
-            raise ConfigError(f"--config.{dotted}: no such config field")
+            raise unknown_field(config, dotted)
         current = node[parts[-1]]
         try:
             node[parts[-1]] = _parse_value(text, current)
@@ -57,25 +74,36 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
     return config
 
 
-def load_config(path: str, overrides: dict[str, str] | None = None) -> ml_collections.ConfigDict:
-    """Load `get_config()` from a Python file, apply overrides, validate."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"--config: no such file {path!r}")
-    # Config files may build on each other (`from configs.tiny import get_config`), a user's own file
-    # outside this checkout included: the folders holding its configs/ and the bundled configs/ are importable.
+def make_configs_importable(path: str) -> None:
+    """Config files may build on each other (`from configs.tiny import get_config`), a user's own file
+    outside this checkout included: the folders holding its configs/ and the bundled configs/ are importable."""
     bundled_root = os.path.dirname(os.path.dirname(config_path("tiny")))
     for root in (bundled_root, os.path.dirname(os.path.dirname(os.path.abspath(path)))):
         if root not in sys.path:
             sys.path.insert(0, root)
+
+
+def load_config(path: str, overrides: dict[str, str] | None = None) -> ml_collections.ConfigDict:
+    """Load `get_config()` from a Python file, apply overrides, validate."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config: no such file {path!r}")
+    if not path.endswith(".py"):
+        raise ConfigError(f"--config: {path} is not a Python file (expected configs/<name>.py defining get_config())")
+    make_configs_importable(path)
     spec = importlib.util.spec_from_file_location(f"pegasus_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
     except Exception as e:  # a broken config file is a user mistake: name it
         raise ConfigError(f"--config: {path} failed to load: {type(e).__name__}: {e}") from None
-    if not hasattr(module, "get_config"):
+    if not callable(getattr(module, "get_config", None)):
         raise ConfigError(f"--config: {path} has no get_config()")
-    config = module.get_config()
+    try:
+        config = module.get_config()
+    except Exception as e:  # the user's function: name it, no traceback
+        raise ConfigError(f"--config: {path}: get_config() failed: {type(e).__name__}: {e}") from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"--config: {path}: get_config() returned {type(config).__name__}, not a ConfigDict")
     apply_overrides(config, overrides or {})
     return validate(config)
 

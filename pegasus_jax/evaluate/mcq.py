@@ -15,6 +15,7 @@ import os
 
 from pegasus_jax.errors import UserError
 from pegasus_jax.evaluate.data_files import read_json, read_jsonl, resolve_video
+from pegasus_jax.progress import Counter
 
 
 @dataclasses.dataclass
@@ -76,6 +77,7 @@ def load_mcq_items(path: str, videos: str | None = None) -> list[McqItem]:
 
 def run_mcq(items: list[McqItem], model) -> tuple[dict, list[dict]]:
     rows = []
+    progress = Counter("eval mcq", len(items), "questions")
     for item in items:
         scores = [float(s) for s in model.option_logprobs(item.video, item.question, item.options)]
         if len(scores) != len(item.options):
@@ -84,6 +86,7 @@ def run_mcq(items: list[McqItem], model) -> tuple[dict, list[dict]]:
         rows.append({"id": item.id, "task": item.task, "question": item.question, "options": item.options,
                      "answer": item.answer, "predicted": predicted, "logprobs": scores,
                      "correct": predicted == item.answer})
+        progress.update()
     per_task: dict[str, list[bool]] = {}
     for row in rows:
         per_task.setdefault(row["task"], []).append(row["correct"])

@@ -6,6 +6,7 @@ import dataclasses
 
 from pegasus_jax.errors import UserError
 from pegasus_jax.evaluate.data_files import read_jsonl
+from pegasus_jax.progress import Counter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,10 +22,12 @@ class ModelPredictor:
 
     def __call__(self, prompts: list[Prompt]) -> dict[str, str]:
         out = {}
+        progress = Counter("eval generate", len(prompts), "videos")
         for start in range(0, len(prompts), self.batch_size):
             chunk = prompts[start:start + self.batch_size]
             texts = self.model.generate_batch([(p.video, p.text) for p in chunk])
             out.update({p.id: t for p, t in zip(chunk, texts)})
+            progress.update(len(chunk))
         return out
 
 

@@ -3,22 +3,50 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
-import jax.numpy as jnp
+from pegasus_jax.errors import UserError
+
+# The one default temperature of the CLI (generate, gist, summarize) and the Python API: greedy, so a
+# checkpoint answers the same way every time unless asked otherwise.
+DEFAULT_TEMPERATURE = 0.0
+
+# Each parameter's valid range: (test, what the error says).
+_RANGES = {
+    "temperature": (lambda v: v >= 0, "must be >= 0 (0 = greedy)"),
+    "top_k": (lambda v: v >= 0, "must be >= 0 (0 = off)"),
+    "top_p": (lambda v: 0 < v <= 1, "must be > 0 and <= 1 (1 = off)"),
+    "max_new_tokens": (lambda v: v >= 1, "must be >= 1"),
+}
+
+
+def check_sampling(values: dict, names: dict[str, str] | None = None) -> None:
+    """A UserError naming the first parameter outside its range (`names` maps fields to CLI flags)."""
+    for field, value in values.items():
+        if field not in _RANGES:
+            continue
+        valid, rule = _RANGES[field]
+        if not valid(value):  # NaN fails every comparison, so it is refused too
+            raise UserError(f"{(names or {}).get(field, field)} {value}: {rule}")
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = 0.0  # 0 -> greedy
+    temperature: float = DEFAULT_TEMPERATURE  # 0 -> greedy
     top_k: int = 0  # 0 -> off
     top_p: float = 1.0  # 1 -> off
     max_new_tokens: int = 64
     seed: int = 0
     stop: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        check_sampling(dataclasses.asdict(self))
 
-def sample(logits: jax.Array, key: jax.Array, params: SamplingParams, allowed: jax.Array | None = None) -> jax.Array:
+
+def sample(logits, key, params: SamplingParams, allowed=None):
     """logits (B, V) float32 -> token ids (B,). `allowed` (B, V) bool masks out disallowed tokens first."""
+    # JAX is imported here, not at the top, so the CLI checks sampling flags before loading it.
+    import jax
+    import jax.numpy as jnp
+
     neg = jnp.finfo(jnp.float32).min
     logits = logits.astype(jnp.float32)
     if allowed is not None:

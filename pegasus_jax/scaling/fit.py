@@ -9,9 +9,11 @@ from every point costs minutes per fit for the same optimum. Confidence interval
 Approach 2 (IsoFLOP): runs grouped by similar compute C; per group a parabola of loss in log N; the
 groups' minima give N*(C) ~ C^a. Reported only where >= 3 groups with >= 3 distinct N exist.
 
-Compute convention: C = 6 N D (N non-embedding parameters, D training tokens). For this model the
-encoders' FLOPs make the true cost per token larger; the compute-optimal split is reported in
-"6ND units", the convention under which Chinchilla's closed form holds.
+Compute convention, the one C of runs.jsonl, FIT.json and the plots: C = 6 N D (N non-embedding
+parameters, D training tokens; `compute`). For this model the encoders' FLOPs make the true cost per
+token larger; the measured count travels beside it as "train_flops" (scaling/sweep.py), and the
+compute-optimal split is in 6ND units, the convention under which Chinchilla's closed form holds.
+A runs file whose C is not 6 N D is refused, naming the line.
 """
 from __future__ import annotations
 
@@ -39,6 +41,11 @@ PARAM_NAMES = ("E", "A", "alpha", "B", "beta")
 SCREENED_STARTS = 16
 
 
+def compute(n, d):
+    """C = 6 N D: training FLOPs in the Chinchilla convention (2 forward + 4 backward per parameter and token)."""
+    return 6.0 * n * d
+
+
 def load_runs(path: str) -> list[dict]:
     """Runs from a JSONL file, one JSON object per line with at least N, D, C, loss (positive numbers)."""
     try:
@@ -63,6 +70,9 @@ def load_runs(path: str) -> list[dict]:
             value = run[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):
                 raise UserError(f"{path}:{number}: {key} must be a positive finite number, got {value!r}")
+        if not math.isclose(run["C"], compute(run["N"], run["D"]), rel_tol=1e-3):
+            raise UserError(f"{path}:{number}: C {run['C']:.6g} is not 6*N*D = {compute(run['N'], run['D']):.6g} "
+                            "(the compute convention of the fit and its plots; other FLOP counts go in another field)")
         runs.append(run)
     if not runs:
         raise UserError(f"{path}: no runs")
@@ -114,7 +124,7 @@ def compute_optimal(law: dict, budget: float) -> dict[str, float]:
     """N*, D* minimising L(N, D) subject to 6 N D = budget (closed form for the fitted law)."""
     alpha, beta = law["alpha"], law["beta"]
     g = (alpha * law["A"] / (beta * law["B"])) ** (1.0 / (alpha + beta))
-    n = g * (budget / 6.0) ** (beta / (alpha + beta))
+    n = g * (budget / 6.0) ** (beta / (alpha + beta))  # budget = compute(n, d) = 6 n d
     d = budget / 6.0 / n
     return {"C": budget, "N": n, "D": d, "loss": predict(law, n, d)}
 
@@ -132,18 +142,20 @@ def _arrays(runs):
 
 def isoflop(runs: list[dict], group_tolerance: float = 0.1) -> dict:
     """Approach 2: group runs whose log10 C lie within `group_tolerance` of the group's smallest, fit
-    loss = p2 x^2 + p1 x + p0 with x = log N per group, and a power law through the groups' minima."""
-    ordered = sorted(runs, key=lambda r: r["C"])
+    loss = p2 x^2 + p1 x + p0 with x = log N per group, and a power law through the groups' minima.
+    Each fitted group lists its members as indices into `runs` ("runs"), the points its plot shows."""
+    order = sorted(range(len(runs)), key=lambda i: runs[i]["C"])
     groups, current = [], []
-    for run in ordered:
-        if current and math.log10(run["C"]) - math.log10(current[0]["C"]) > group_tolerance:
+    for i in order:
+        if current and math.log10(runs[i]["C"]) - math.log10(runs[current[0]]["C"]) > group_tolerance:
             groups.append(current)
             current = []
-        current.append(run)
+        current.append(i)
     if current:
         groups.append(current)
     fitted, skipped = [], []
-    for group in groups:
+    for indices in groups:
+        group = [runs[i] for i in indices]
         c = float(np.exp(np.mean([math.log(r["C"]) for r in group])))
         if len({r["N"] for r in group}) < 3:
             skipped.append({"C": c, "reason": f"{len({r['N'] for r in group})} distinct N (needs 3)"})
@@ -155,7 +167,7 @@ def isoflop(runs: list[dict], group_tolerance: float = 0.1) -> dict:
             continue
         x_min = -p1 / (2 * p2)
         fitted.append({"C": c, "parabola": [float(p2), float(p1), float(p0)], "N_opt": float(math.exp(x_min)),
-                       "loss_opt": float(p0 - p1 ** 2 / (4 * p2)), "n_runs": len(group)})
+                       "loss_opt": float(p0 - p1 ** 2 / (4 * p2)), "n_runs": len(group), "runs": indices})
     result = {"groups": fitted, "skipped_groups": skipped, "group_tolerance_log10": group_tolerance}
     if len(fitted) < 3:
         result.update(available=False, reason=f"{len(fitted)} FLOP group(s) with >= 3 distinct model sizes and a "

@@ -6,6 +6,10 @@ A sweep file (configs/scaling/<name>.py) defines `get_sweep()` returning a Confi
                       kv_heads = heads // kv_group, depth = max(min_depth, round(width / width_per_layer)),
                       mlp_dim = mlp_ratio * width, learning_rate = lr_scale / sqrt(width)
   steps               training lengths (optimizer steps); warmup = max(1, round(warmup_fraction * steps))
+  budgets             optional: compute budgets C (FLOPs, C = 6 N D) for an IsoFLOP grid (Chinchilla's
+                      approach 2) instead of widths x steps: every width at every budget, trained for
+                      D = C / (6 N) tokens, i.e. steps = D / (batch x decoder sequence length), >= 3
+                      widths so each budget's curve has a minimum to fit
   loss_window         final loss = mean of the last `loss_window` logged losses
   overrides           ((dotted config field, value), ...) applied to every point (pairs: a
                       ConfigDict refuses dotted keys)
@@ -13,9 +17,10 @@ A sweep file (configs/scaling/<name>.py) defines `get_sweep()` returning a Confi
 Collected runs (WORKDIR/runs.jsonl): N = non-embedding parameters (flops.param_counts); D = training
 tokens: the trainer's cumulative "tokens" metric, the real decoder positions it trained on (padding
 not counted, flops.work_of_batch), else (a run that logged none) steps x batch x the padded decoder
-sequence length, an upper bound; C = training FLOPs: the trainer's cumulative "train_flops" metric
-(real content, flops.train_flops_of_work), else train FLOPs per example at the padded maximum shape
-x examples seen; loss. "D_source" and "C_source" say which.
+sequence length, an upper bound; C = 6 N D (scaling/fit.compute, the one C of runs.jsonl, FIT.json and
+the plots); train_flops = the measured training FLOPs, encoders included: the trainer's cumulative
+"train_flops" metric (real content, flops.train_flops_of_work), else train FLOPs per example at the
+padded maximum shape x examples seen; loss. "D_source" and "train_flops_source" say which.
 """
 from __future__ import annotations
 
@@ -30,7 +35,10 @@ import sys
 import ml_collections
 
 from pegasus_jax.config import config_path, load_config
+from pegasus_jax.config.loader import make_configs_importable
 from pegasus_jax.errors import ConfigError, UserError
+from pegasus_jax.progress import Counter
+from pegasus_jax.scaling.fit import compute
 from pegasus_jax.scaling.flops import decoder_sequence_length, flops_per_example, param_counts
 
 SWEEP_FIELDS = ("name", "base", "widths", "head_dim", "kv_group", "width_per_layer", "min_depth", "mlp_ratio",
@@ -42,6 +50,7 @@ LAUNCH_SCRIPTS = {"local": "launch/local.sh", "slurm": "launch/slurm_gpu.sbatch"
 def load_sweep(path: str) -> ml_collections.ConfigDict:
     if not os.path.isfile(path):
         raise UserError(f"--sweep: no such file {path!r}")
+    make_configs_importable(path)  # a sweep may build on another (configs/scaling/tiny_isoflop.py)
     spec = importlib.util.spec_from_file_location(f"pegasus_sweep_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
     try:
@@ -53,9 +62,11 @@ def load_sweep(path: str) -> ml_collections.ConfigDict:
         raise
     except Exception as e:  # a broken sweep file is a user mistake: name it
         raise UserError(f"--sweep: {path} failed to load: {type(e).__name__}: {e}") from None
-    missing = [f for f in SWEEP_FIELDS if f not in sweep]
+    missing = [f for f in SWEEP_FIELDS if f not in sweep and not (f == "steps" and sweep.get("budgets"))]
     if missing:
         raise UserError(f"--sweep: {path}: get_sweep() lacks field(s) {', '.join(missing)}")
+    if sweep.get("budgets") and len(set(sweep.widths)) < 3:
+        raise UserError(f"--sweep: {path}: an IsoFLOP grid (budgets) needs >= 3 widths, got {len(set(sweep.widths))}")
     return sweep
 
 
@@ -93,18 +104,38 @@ def plan(sweep, workdir: str) -> list[dict]:
     if base.data.path is None:
         fixed.update(shared_data_overrides(workdir))
     points = []
-    for width in sweep.widths:
-        for steps in sweep.steps:
-            name = f"w{width}_s{steps}"
-            overrides = {**fixed, **size_overrides(sweep, width), "train.steps": str(steps),
-                         "train.warmup_steps": str(max(1, round(sweep.warmup_fraction * steps)))}
-            try:
-                config = load_config(base_path, overrides)
-            except ConfigError as e:
-                raise UserError(f"sweep {sweep.name}, point {name}: {e}") from None
-            points.append({"name": name, "workdir": os.path.join(workdir, name), "overrides": overrides,
-                           "config": config, "base_path": base_path})
+    for width, steps, name in _grid(sweep, base_path, fixed):
+        overrides = {**fixed, **size_overrides(sweep, width), "train.steps": str(steps),
+                     "train.warmup_steps": str(max(1, round(sweep.warmup_fraction * steps)))}
+        try:
+            config = load_config(base_path, overrides)
+        except ConfigError as e:
+            raise UserError(f"sweep {sweep.name}, point {name}: {e}") from None
+        points.append({"name": name, "workdir": os.path.join(workdir, name), "overrides": overrides,
+                       "config": config, "base_path": base_path})
     return points
+
+
+def planned_tokens(config) -> int:
+    """D a run of `config` is planned for: steps x batch x the decoder sequence length (its real D, with
+    text padding left out, comes out smaller by about the same factor for every width)."""
+    return config.train.steps * config.train.batch_size * decoder_sequence_length(config)
+
+
+def _grid(sweep, base_path: str, fixed: dict) -> list[tuple[int, int, str]]:
+    """(width, steps, name) per point: widths x steps, or per budget C every width for D = C / (6 N)."""
+    if not sweep.get("budgets"):
+        return [(w, steps, f"w{w}_s{steps}") for w in sweep.widths for steps in sweep.steps]
+    grid = []
+    for budget in sweep.budgets:
+        for width in sweep.widths:
+            config = load_config(base_path, {**fixed, **size_overrides(sweep, width), "train.steps": "1"})
+            steps = round(budget / compute(param_counts(config)["non_embedding"], planned_tokens(config)))
+            if steps < 1:
+                raise UserError(f"sweep {sweep.name}: budget {budget:.3g} is less than one step of width {width} "
+                                f"({compute(param_counts(config)['non_embedding'], planned_tokens(config)):.3g} FLOPs)")
+            grid.append((width, steps, f"c{budget:.2g}_w{width}".replace("+", "")))
+    return grid
 
 
 def train_args(point: dict) -> list[str]:
@@ -117,9 +148,9 @@ def describe(points: list[dict], sweep, workdir: str) -> list[str]:
     lines = [f"sweep {sweep.name}: {len(points)} points from configs/{sweep.base}.py into {workdir}"]
     for p in points:
         c = p["config"]
-        examples = c.train.steps * c.train.batch_size
-        lines.append(f"{p['name']}: N={param_counts(c)['non_embedding']:.4g} steps={c.train.steps} "
-                     f"C={flops_per_example(c)['total_train'] * examples:.4g} lr={c.train.learning_rate:.3g}")
+        n = param_counts(c)["non_embedding"]
+        lines.append(f"{p['name']}: N={n:.4g} steps={c.train.steps} D={planned_tokens(c):.4g} "
+                     f"C={compute(n, planned_tokens(c)):.4g} lr={c.train.learning_rate:.3g}")
         lines.append("  " + shlex.join(["pegasus-jax", "train", *train_args(p)]))
     return lines
 
@@ -198,13 +229,14 @@ def collect(point: dict, loss_window: int) -> dict | None:
     else:  # padding counted: an upper bound on the real tokens
         tokens, source = float(examples * decoder_sequence_length(config)), "steps x batch x sequence length"
     if "train_flops" in records[final]:
-        compute, c_source = float(records[final]["train_flops"]), "metrics train_flops"
+        flops, flops_source = float(records[final]["train_flops"]), "metrics train_flops"
     else:  # padding counted: an upper bound on the real FLOPs
-        compute, c_source = flops_per_example(config)["total_train"] * examples, "examples x padded FLOPs per example"
+        flops, flops_source = flops_per_example(config)["total_train"] * examples, "examples x padded FLOPs per example"
     counts = param_counts(config)
     return {
         "name": point["name"], "N": counts["non_embedding"], "N_total": counts["total"], "D": tokens,
-        "D_source": source, "C": compute, "C_source": c_source,
+        "D_source": source, "C": compute(counts["non_embedding"], tokens), "train_flops": flops,
+        "train_flops_source": flops_source,
         "loss": sum(losses) / len(losses), "steps": final, "examples": examples,
         "overrides": point["overrides"],
     }
@@ -215,10 +247,12 @@ def run_local(points: list[dict], sweep, workdir: str) -> int:
     os.makedirs(workdir, exist_ok=True)
     prepare_shared_data(points, workdir)
     failed = []
+    progress = Counter(f"sweep {sweep.name}", len(points), "points", every_s=0.0, stream=sys.stdout)
     for p in points:
         records = read_metrics(p["workdir"])
         if records and max(records) >= p["config"].train.steps:
             print(f"{p['name']}: already trained, collecting")
+            progress.update()
             continue
         os.makedirs(p["workdir"], exist_ok=True)
         log_path = os.path.join(p["workdir"], "train.log")
@@ -229,6 +263,7 @@ def run_local(points: list[dict], sweep, workdir: str) -> int:
         if rc != 0:
             failed.append(p["name"])
             print(f"{p['name']}: failed with exit code {rc}, see {log_path}")
+        progress.update()
     rows = [row for row in (collect(p, sweep.loss_window) for p in points) if row is not None]
     out = os.path.join(workdir, "runs.jsonl")
     with open(out, "w") as f:

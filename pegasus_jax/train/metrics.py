@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 import re
@@ -30,6 +31,10 @@ import time
 import jax
 import jax.numpy as jnp
 from etils import epath
+
+from pegasus_jax.progress import train_line
+
+log = logging.getLogger("pegasus_jax.train")
 
 REMOTE_JSONL_INTERVAL_S = 10.0
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -237,13 +242,16 @@ def _tensorboard_writer(logdir: epath.Path):
 
 
 class MetricsWriter:
-    """Writes each logged step to metrics.jsonl and TensorBoard (process 0 only) and drives a progress bar.
+    """Writes each logged step to metrics.jsonl and TensorBoard (process 0 only), a progress line to the
+    `pegasus_jax.train` log (pegasus_jax.progress.train_line; above the bar on a terminal) and drives a
+    progress bar on a terminal.
 
     `workdir` is a local path or any epath URI (see the module docstring for what appending means there).
     """
 
     def __init__(self, workdir: str, total_steps: int, start_step: int, enabled: bool):
         self.enabled = enabled
+        self.total_steps = total_steps
         self._bar = None
         self._jsonl = None
         self._tb = None
@@ -271,8 +279,18 @@ class MetricsWriter:
         for k, v in record.items():
             if k != "step" and isinstance(v, (int, float)):
                 self._tb.add_scalar(k, v, step)
+        if "loss" in record:
+            self._line(train_line(step, self.total_steps, record))
+        if "eval_loss" in record:
+            self._line(f"step {step}/{self.total_steps} | eval loss {record['eval_loss']:.4f}")
         if self._bar is not None:
             self._bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", refresh=False)
+
+    def _line(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            log.info(text)
 
     def flush(self) -> None:
         """Push everything written so far to the workdir (for a bucket: upload now), e.g. with a checkpoint."""
