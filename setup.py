@@ -27,6 +27,7 @@ setup(
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",
         "jsonschema>=4.20,<5",
+        "llguidance>=1.9,<2",
         "pycocoevalcap==1.2",
     ],
     extras_require={

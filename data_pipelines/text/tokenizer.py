@@ -124,6 +124,19 @@ class Tokenizer:
         """Text of the ids, special and reserved ids skipped."""
         return self.sp.decode([int(i) for i in ids if int(i) not in self._special_set and 0 <= int(i) < self.sp_size])
 
+    def token_bytes(self) -> list[bytes | None]:
+        """Each id's bytes as decoding appends them, for grammar engines' token tries: a piece with '▁' as a
+        space, a byte-fallback piece its byte; None for special, control, unknown and reserved ids."""
+        out: list[bytes | None] = []
+        for i in range(self.vocab_size):
+            if i >= self.sp_size or i in self._special_set or self.sp.is_control(i) or self.sp.is_unknown(i):
+                out.append(None)
+            elif self.sp.is_byte(i):
+                out.append(bytes([int(self.sp.id_to_piece(i)[3:5], 16)]))
+            else:
+                out.append(self.sp.id_to_piece(i).replace("\u2581", " ").encode("utf-8"))
+        return out
+
     def check_fits(self, decoder_vocab_size: int) -> None:
         if decoder_vocab_size < self.vocab_size:
             raise UserError(f"config.model.decoder.vocab_size={decoder_vocab_size} is smaller than the tokenizer's "
