@@ -5,10 +5,12 @@
     m.gist("clip.mp4")                      # {"id", "title", "topics", "hashtags"}
     m.summarize("clip.mp4", "chapter")      # {"id", "chapters": [...]}
     m.generate("clip.mp4", "What colour is the shape?")
+    m.generate("clip.mp4", "Name the shape.", schema={...})   # or regex="..."; m.stream(...) alike
 
 Every task goes through the same path: the video streams through the segment encoder into pooled
 tokens, the task's prompt (pegasus_jax/prompts.py, shared with training) follows, and the KV-cache
-generator decodes, constrained by the task's JSON schema where the answer is structured.
+generator decodes, constrained by the task's JSON schema where the answer is structured (a user's
+schema or regex goes through the same grammar engine, infer/grammar.py).
 """
 from __future__ import annotations
 
