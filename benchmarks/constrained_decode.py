@@ -16,7 +16,9 @@ masks are computed over a real trie of the decoder's vocabulary size.
 Decode tokens/s = tokens decoded (all rows; the engine's closing tokens, which take no decoder step,
 are counted apart) / (whole generation - prefill), medians over `--repeats`
 calls after one warm-up call, the two sides called in alternation (harness.timed_alternately). Also
-reported: the host's time per mask (median over the constrained run's steps, batch rows together).
+reported: the host's time per mask (median over the constrained run's steps, batch rows together), and
+tokens per CPU second of this process (all threads; on a machine shared with other jobs, wall time
+mostly measures their load, CPU time far less).
 Prints one JSON object, then a markdown table.
 """
 from __future__ import annotations
@@ -133,9 +135,13 @@ def main() -> None:
             by_side[side] = {"impl": side, "batch": batch, "tokens": tokens, "prefill_s": round(prefill["median_s"], 4),
                              "generate_s": round(timing[side]["median_s"], 4),
                              "decode_tokens_per_s": round(tokens / decode_s, 1),
+                             "generate_cpu_s": round(timing[side]["cpu_s"], 3),
+                             "tokens_per_cpu_s": round(tokens / timing[side]["cpu_s"], 1),
                              "generate_times_s": timing[side]["times_s"], "cores_busy": timing[side]["cores_busy"]}
         ratio = by_side["constrained"]["decode_tokens_per_s"] / by_side["free"]["decode_tokens_per_s"]
         by_side["constrained"]["constrained_over_free"] = round(ratio, 3)
+        cpu_ratio = by_side["constrained"]["tokens_per_cpu_s"] / by_side["free"]["tokens_per_cpu_s"]
+        by_side["constrained"]["constrained_over_free_cpu"] = round(cpu_ratio, 3)
         by_side["constrained"]["host_mask_us_median"] = mask_us[batch]
         by_side["constrained"]["closing_tokens"] = closing
         rows += [by_side["free"], by_side["constrained"]]
@@ -153,9 +159,10 @@ def main() -> None:
           f"prompt {args.prompt_len} tokens, up to {args.new_tokens} new tokens, medians of {args.repeats}\n")
     print(markdown_table(
         ["decode", "batch", "tokens decoded", "closing tokens", "generate s", "decode tokens/s", "constrained / free",
-         "host mask us"],
+         "tokens per CPU s", "constrained / free (CPU)", "host mask us", "cores busy"],
         [[r["impl"], r["batch"], r["tokens"], r.get("closing_tokens", ""), r["generate_s"], r["decode_tokens_per_s"],
-          r.get("constrained_over_free", ""), r.get("host_mask_us_median", "")] for r in rows]))
+          r.get("constrained_over_free", ""), r["tokens_per_cpu_s"], r.get("constrained_over_free_cpu", ""),
+          r.get("host_mask_us_median", ""), r["cores_busy"]] for r in rows]))
 
 
 if __name__ == "__main__":
