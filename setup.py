@@ -30,6 +30,7 @@ setup(
         "tqdm>=4.70.1",
         "matplotlib>=3.11.2",
         "jsonschema>=4.26.0",
+        "llguidance>=1.9.1,<2",
         "pycocoevalcap>=1.2",
     ],
     extras_require={

@@ -30,7 +30,10 @@ def register(subparsers) -> None:
     g = subparsers.add_parser("generate", help="answer an open prompt about a video")
     _common(g)
     g.add_argument("--prompt", required=True)
-    g.add_argument("--response-schema", metavar="FILE", help="JSON schema the answer must follow")
+    constrain = g.add_mutually_exclusive_group()
+    constrain.add_argument("--response-schema", metavar="FILE", help="JSON schema the answer must follow")
+    constrain.add_argument("--response-regex", metavar="REGEX",
+                           help="regular expression (Rust regex syntax) the whole answer must match")
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     g.add_argument("--stream", action="store_true", help="print NDJSON events: start, text, end")
     g.set_defaults(func=run, task="generate")
@@ -73,6 +76,12 @@ def run(args) -> int:
             schema = json.load(open(args.response_schema))
         except json.JSONDecodeError as e:
             raise UserError(f"--response-schema: {args.response_schema} is not JSON ({e.msg})") from None
+    regex = getattr(args, "response_regex", None)
+    if args.task == "generate":
+        from pegasus_jax.infer.grammar import request_grammar
+
+        # every check of the schema or regex runs before the seconds spent loading the model
+        request_grammar(schema, regex, args.stop, schema_name="--response-schema", regex_name="--response-regex")
     single = len(videos) == 1 and videos[0] == args.video
     from pegasus_jax.infer.api import Pegasus
     from pegasus_jax.infer.video_input import check_video
@@ -88,14 +97,14 @@ def run(args) -> int:
             return model.gist(path, **sampling)
         if args.task == "summarize":
             return model.summarize(path, args.type, **sampling)
-        text = model.generate(path, args.prompt, schema=schema, **sampling)
+        text = model.generate(path, args.prompt, schema=schema, regex=regex, **sampling)
         return {"id": os.path.splitext(os.path.basename(path))[0],
                 "data": json.loads(text) if schema is not None else text}
 
     if single:
         if args.task == "generate" and args.stream:
             print(json.dumps({"event_type": "stream_start"}), flush=True)
-            for piece in model.stream(videos[0], args.prompt, **sampling):
+            for piece in model.stream(videos[0], args.prompt, schema=schema, regex=regex, **sampling):
                 print(json.dumps({"event_type": "text_generation", "text": piece}), flush=True)
             print(json.dumps({"event_type": "stream_end"}), flush=True)
             return 0

@@ -5,10 +5,12 @@
     m.gist("clip.mp4")                      # {"id", "title", "topics", "hashtags"}
     m.summarize("clip.mp4", "chapter")      # {"id", "chapters": [...]}
     m.generate("clip.mp4", "What colour is the shape?")
+    m.generate("clip.mp4", "Name the shape.", schema={...})   # or regex="..."; m.stream(...) alike
 
 Every task goes through the same path: the video streams through the segment encoder into pooled
 tokens, the task's prompt (pegasus_jax/prompts.py, shared with training) follows, and the KV-cache
-generator decodes, constrained by the task's JSON schema where the answer is structured.
+generator decodes, constrained by the task's JSON schema where the answer is structured (a user's
+schema or regex goes through the same grammar engine, infer/grammar.py).
 """
 from __future__ import annotations
 
@@ -21,30 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines.text import prompts
-from pegasus_jax.infer import schemas
+from pegasus_jax.infer import grammar, schemas
 from pegasus_jax.infer.generate import Generator
-from pegasus_jax.infer.json_constraint import SchemaConstraint
 from pegasus_jax.infer.sampling import SamplingParams
 from pegasus_jax.infer.video_input import SegmentEncoder, VideoPrefix, check_video
 
 SUMMARY_TYPES = ("summary", "chapter", "highlight")
-
-
-def token_surfaces(tokenizer) -> list[str | None]:
-    """The text each token appends when decoding, for schema-constrained decoding: its bytes
-    (`Tokenizer.token_bytes`) as text; special ids, control bytes and partial UTF-8 None (never chosen
-    under a schema)."""
-    out: list[str | None] = []
-    for i in range(tokenizer.vocab_size):
-        raw = tokenizer.token_bytes(i)
-        if raw is None or (len(raw) == 1 and not 0x20 <= raw[0] < 0x7F):
-            out.append(None)
-            continue
-        try:
-            out.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            out.append(None)
-    return out
 
 
 class Pegasus:
@@ -52,7 +36,7 @@ class Pegasus:
         self.model, self.config, self.tokenizer = model, config, tokenizer
         self.encoder = SegmentEncoder(model, config)
         self.generator = Generator(model, stop_ids=(tokenizer.eot_id, tokenizer.eos_id), pad_id=tokenizer.pad_id)
-        self._surfaces = None
+        self._vocabulary = None  # the grammar engine's, built on the first constrained call
 
     @classmethod
     def load(cls, checkpoint: str) -> "Pegasus":
@@ -72,36 +56,47 @@ class Pegasus:
 
         return prompt_ids(self.tokenizer, prompt)
 
-    def _schema_constraint(self, schema: dict) -> SchemaConstraint:
-        if self._surfaces is None:  # the decoder's vocabulary may be larger than the tokenizer's
-            surfaces = token_surfaces(self.tokenizer)
-            self._surfaces = surfaces + [None] * (self.config.model.decoder.vocab_size - len(surfaces))
-        return SchemaConstraint(schema, self._surfaces)
+    def _constraint(self, schema: dict | None, regex: str | None, rows: int, stop) -> grammar.GrammarConstraint | None:
+        """The grammar for `schema` or `regex` (checked first: UserError names what is wrong), or None."""
+        rule = grammar.request_grammar(schema, regex, stop)
+        if rule is None:
+            return None
+        if self._vocabulary is None:
+            self._vocabulary = grammar.Vocabulary(self.tokenizer, self.tokenizer.eot_id,
+                                                  self.config.model.decoder.vocab_size)
+        return grammar.GrammarConstraint(self._vocabulary, rule, rows)
+
+    def _text(self, ids: list[int], constraint) -> str:
+        return constraint.text(ids) if constraint is not None else self.tokenizer.decode(ids)
 
     # -- generation -------------------------------------------------------------------------------
-    def generate(self, video_path: str, prompt: str, *, schema: dict | None = None, **sampling) -> str:
-        return self.generate_batch([(video_path, prompt)], schema=schema, **sampling)[0]
+    def generate(self, video_path: str, prompt: str, *, schema: dict | None = None, regex: str | None = None,
+                 **sampling) -> str:
+        """The answer; with `schema` a JSON document that validates, with `regex` text that fully matches it."""
+        return self.generate_batch([(video_path, prompt)], schema=schema, regex=regex, **sampling)[0]
 
-    def generate_batch(self, items: list[tuple[str, str]], *, schema: dict | None = None, **sampling) -> list[str]:
+    def generate_batch(self, items: list[tuple[str, str]], *, schema: dict | None = None, regex: str | None = None,
+                       **sampling) -> list[str]:
         """One answer per (video, prompt); the videos are encoded one by one and decoded as a batch."""
         params = SamplingParams(**{"max_new_tokens": 96, **sampling})
+        constraint = self._constraint(schema, regex, len(items), params.stop)
         prefixes = [self.encode_video(path) for path, _ in items]
         prefix = _stack_prefixes(prefixes)
         ids = [self._prompt(p) for _, p in items]
-        constraint = self._schema_constraint(schema) if schema is not None else None
         out = self.generator.generate_ids(ids, prefix, params, self.tokenizer.decode, constraint)
-        if constraint is not None:
-            return [constraint.result(o) for o in out]
-        return [self.tokenizer.decode(o) for o in out]
+        return [self._text(o, constraint) for o in out]
 
-    def stream(self, video_path: str, prompt: str, **sampling) -> Iterator[str]:
-        """Text pieces as they are generated (the decoded text grows monotonically)."""
+    def stream(self, video_path: str, prompt: str, *, schema: dict | None = None, regex: str | None = None,
+               **sampling) -> Iterator[str]:
+        """Text pieces as they are generated (the decoded text grows monotonically); the pieces of a
+        constrained answer join into the same document `generate` returns."""
         params = SamplingParams(**{"max_new_tokens": 96, **sampling})
+        constraint = self._constraint(schema, regex, 1, params.stop)
         prefix = self.encode_video(video_path)
         sent = ""
         for ids in self.generator.stream_ids([self._prompt(prompt)], (prefix.embeddings, prefix.mask), params,
-                                             self.tokenizer.decode):
-            text = self.tokenizer.decode(ids[0])
+                                             self.tokenizer.decode, constraint):
+            text = self._text(ids[0], constraint)
             if text.startswith(sent) and len(text) > len(sent):
                 yield text[len(sent):]
                 sent = text

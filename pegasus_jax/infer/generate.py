@@ -4,7 +4,8 @@ Shapes are static within a bucket: prompts are right-padded to a multiple of PRO
 cache is sized for prefix + prompt bucket + max_new_tokens, so neither a new token nor a new prompt
 length of the same bucket recompiles. Decoding runs in jitted chunks of CHUNK steps (a `lax.scan`);
 between chunks the host checks stop strings and ends early when every row is done. A `constraint`
-(schema-guided decoding) instead steps one token at a time with an allow-mask from the host.
+(infer/grammar.py: a JSON schema or regex) instead steps one token at a time with an allow-bitmask
+from the host, computed while the device runs the step (`_constrained`).
 """
 from __future__ import annotations
 
@@ -76,6 +77,16 @@ class Generator:
         (cache, logits, position, done), (tokens, was_done) = jax.lax.scan(body, (cache, logits, position, done), keys)
         return cache, logits, position, done, tokens.T, was_done.T
 
+    @functools.partial(jax.jit, static_argnums=(0, 5))
+    def _sample_masked(self, logits, bitmask, key_data, position, params: SamplingParams):
+        """Token ids from logits under an int32 bitmask (bit i of word i // 32 allows id i); the next positions."""
+        ids = jnp.arange(logits.shape[-1])
+        words = bitmask[:, jnp.minimum(ids >> 5, bitmask.shape[1] - 1)]
+        allowed = ((words >> (ids & 31)) & 1).astype(bool) & (ids < 32 * bitmask.shape[1])
+        # row 0's position counts the steps on the device: a fresh key each step, no host transfer
+        key = jax.random.fold_in(jax.random.wrap_key_data(key_data), position[0])
+        return sample(logits, key, params, allowed), position + 1
+
     # -- public API -------------------------------------------------------------------------------
     def generate_ids(self, prompts: list[list[int]], prefix: tuple[jax.Array, jax.Array] | None,
                      params: SamplingParams, decode_text: Callable[[list[int]], str] | None = None,
@@ -112,38 +123,25 @@ class Generator:
         # so a new seed or max_new_tokens within the bucket reuses the compiled loop instead of recompiling.
         rule = SamplingParams(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p)
         finished = np.zeros(b, bool)
+        if constraint is not None:
+            yield from self._constrained(cache, logits, position, params, rule, key, constraint, finished, out)
+            return
         produced = 0
+        stop_ids = set(np.asarray(self.stop_ids).tolist())
         while produced < params.max_new_tokens and not finished.all():
-            if constraint is not None:
-                finished |= np.array([not f and constraint.complete(o) for o, f in zip(out, finished)])
-                if finished.all():
-                    break
-                allowed = constraint.allowed(out, finished)
-                token = sample(logits, jax.random.fold_in(key, produced), params, jnp.asarray(allowed))
-                token = np.asarray(token)
-                new = [[] if finished[i] else [int(token[i])] for i in range(b)]
-                logits, cache = self._step(self.state, cache, jnp.asarray(token), position)
-                position = position + 1
-                steps = 1
-            else:
-                steps = CHUNK
-                key_data = jax.random.key_data(jax.random.fold_in(key, produced))
-                cache, logits, position, done, tokens, was_done = self._decode_chunk(
-                    self.state, cache, logits, position, jnp.asarray(finished), rule, steps, key_data)
-                tokens, was_done = np.asarray(tokens), np.asarray(was_done)
-                new = [[int(t) for t, d in zip(tokens[i], was_done[i]) if not d] for i in range(b)]
-            produced += steps
-            stop_ids = set(np.asarray(self.stop_ids).tolist())
+            key_data = jax.random.key_data(jax.random.fold_in(key, produced))
+            cache, logits, position, done, tokens, was_done = self._decode_chunk(
+                self.state, cache, logits, position, jnp.asarray(finished), rule, CHUNK, key_data)
+            tokens, was_done = np.asarray(tokens), np.asarray(was_done)
+            produced += CHUNK
             for i in range(b):
-                for t in new[i]:
+                for t in (int(t) for t, d in zip(tokens[i], was_done[i]) if not d):
                     if finished[i]:
                         break
                     if t in stop_ids:
                         finished[i] = True
                         break
                     out[i].append(t)
-                if constraint is not None and constraint.complete(out[i]):
-                    finished[i] = True
                 if params.stop and decode_text is not None and not finished[i]:
                     text = decode_text(out[i])
                     if any(s in text for s in params.stop):
@@ -153,6 +151,38 @@ class Generator:
             yield [list(o) for o in out]
         if params.stop and decode_text is not None:
             yield [_cut_at_stop(o, params.stop, decode_text) for o in out]
+
+    def _constrained(self, cache, logits, position, params, rule, key, constraint, finished, out):
+        """One token a step under the constraint's masks. Sampling and the step are dispatched without
+        waiting, so the device runs the step while the host reads the sampled ids, feeds them to the
+        engine and computes the next mask. Rows the budget cut short are closed by the engine."""
+        stop_ids = set(np.asarray(self.stop_ids).tolist())
+        key_data = jax.random.key_data(key)
+        mask = constraint.masks(finished)
+        for _ in range(params.max_new_tokens):
+            if finished.all():
+                break
+            token, next_position = self._sample_masked(logits, jnp.asarray(mask), key_data, position, rule)
+            logits, cache = self._step(self.state, cache, token, position)
+            position = next_position
+            token = np.asarray(token)  # waits for the sampling only: the step runs on
+            for i in np.flatnonzero(~finished):
+                t = int(token[i])
+                if t in stop_ids:  # the engine allows the end id only where the document is complete
+                    finished[i] = True
+                    continue
+                out[i].append(t)
+                constraint.consume(i, t)
+                finished[i] = constraint.stopped(i)
+            mask = constraint.masks(finished)
+            yield [list(o) for o in out]
+        closed = False
+        for i in np.flatnonzero(~finished):
+            tail = constraint.close(i)
+            out[i].extend(tail)
+            closed |= bool(tail)
+        if closed:
+            yield [list(o) for o in out]
 
 
 def _cut_at_stop(ids: list[int], stops: tuple[str, ...], decode_text) -> list[int]:
