@@ -39,7 +39,7 @@ from benchmarks.harness import markdown_table, timed, timed_alternately  # noqa:
 
 def tokenizer_for(workdir: str, vocab_size: int):
     """The project tokenizer trained on the standard library's sources (made once per workdir)."""
-    from data_pipelines.text.tokenizer import Tokenizer, train
+    from data_pipelines.text.tokenizer import load_tokenizer, train
 
     path = os.path.join(workdir, f"stdlib_{vocab_size}.model")
     if not os.path.exists(path):
@@ -47,7 +47,7 @@ def tokenizer_for(workdir: str, vocab_size: int):
         files = sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py")))
         lines = (line for f in files for line in open(f, encoding="utf-8", errors="ignore") if line.isascii())
         train(lines, vocab_size, path[:-len(".model")])
-    return Tokenizer.load(path)
+    return load_tokenizer(path)
 
 
 class TimedMasks:

@@ -8,7 +8,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from data_pipelines.text.tokenizer import Tokenizer
+from data_pipelines.text.tokenizer import load_tokenizer
 from pegasus_jax.infer import grammar
 
 SCHEMA = {"type": "array", "minItems": 1, "maxItems": 3, "items": {"type": "object", "properties": {
@@ -27,7 +27,7 @@ SCHEMA = {"type": "array", "minItems": 1, "maxItems": 3, "items": {"type": "obje
 
 @pytest.fixture(scope="module")
 def vocab(corpus):
-    tokenizer = Tokenizer.load(corpus["tokenizer"])
+    tokenizer = load_tokenizer(corpus["tokenizer"])
     return grammar.Vocabulary(tokenizer, tokenizer.eot_id, tokenizer.vocab_size + 4), tokenizer.eot_id
 
 
