@@ -214,11 +214,23 @@ def data_config() -> ml_collections.ConfigDict:
     dt.cache_media_mb = 0  # keep up to this many MiB of decoded media per process for later epochs; 0 = off
     dt.mixture = ()  # ((records glob | 'builtin', weight, kind), ...); kind: video | caption | instruction | image
     dt.synth_clips = 2000
+    # Sequence packing of training batches (data_pipelines/batch/packing.py; evaluation never packs): each
+    # batch row is one decoder sequence of pack_tokens positions and pack_segments segment slots holding
+    # several whole examples (0: room for one longest example); best fit over a window of pack_window
+    # decoded examples held in host memory (0: twice the rows of a step times pack_segments / max_segments).
+    dt.packing = True
+    dt.pack_tokens = 0
+    dt.pack_segments = 0
+    dt.pack_window = 0
     return dt
 
 
 def check_data(dt) -> None:
     _require(0.0 < dt.max_bad_ratio <= 1.0, "config.data.max_bad_ratio", "must be in (0, 1]")
+    for field in ("pack_tokens", "pack_segments", "pack_window"):
+        _require(dt[field] >= 0, f"config.data.{field}", f"must be >= 0 (0 = derived), got {dt[field]}")
+    _require(dt.pack_segments == 0 or dt.pack_segments >= dt.max_segments, "config.data.pack_segments",
+             f"{dt.pack_segments} cannot hold one example of config.data.max_segments={dt.max_segments} segments")
 
 
 # ---- train -------------------------------------------------------------------------------------

@@ -96,8 +96,10 @@ class Decoder(nnx.Module):
                 "valid": jnp.zeros((batch, max_len), bool), "pos": jnp.zeros((batch, max_len), jnp.int32),
                 "index": jnp.zeros((), jnp.int32)}
 
-    def __call__(self, x: jax.Array, positions: jax.Array, attention_mask: jax.Array, cache: dict | None = None):
-        """x (B, T, W) embeddings, positions (B, T), attention_mask (B, T) valid tokens.
+    def __call__(self, x: jax.Array, positions: jax.Array, attention_mask: jax.Array, cache: dict | None = None,
+                 segment_ids: jax.Array | None = None):
+        """x (B, T, W) embeddings, positions (B, T), attention_mask (B, T) valid tokens; segment_ids (B, T)
+        (packed rows, no cache): a token attends only to tokens of its own segment.
 
         Without a cache: causal attention among the valid tokens. With one: the T tokens are written at
         the cache's index (prefill: T = prompt length; decode: T = 1) and attend to every valid cached
@@ -113,6 +115,8 @@ class Decoder(nnx.Module):
             key_valid = jax.lax.dynamic_update_slice(cache["valid"], attention_mask, (0, idx))
             key_pos = jax.lax.dynamic_update_slice(cache["pos"], positions.astype(jnp.int32), (0, idx))
         mask = key_valid[:, None, None, :] & (key_pos[:, None, None, :] <= positions[:, None, :, None])
+        if segment_ids is not None:
+            mask &= segment_ids[:, None, None, :] == segment_ids[:, None, :, None]
         if cache is None:
             x = self.layers(x, cos, sin, mask)
             new_cache = None
