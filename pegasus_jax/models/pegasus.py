@@ -28,7 +28,7 @@ class Pegasus(nnx.Module):
     def __init__(self, m, *, rngs: nnx.Rngs):
         """`m`: the model section of the config (config.model); the model reads nothing else."""
         kw = dict(dtype=dtype_of(m.dtype), param_dtype=dtype_of(m.param_dtype), scan=m.scan_layers,
-                  remat=m.remat_policy, rngs=rngs)
+                  remat=m.remat_policy, attention=m.attention, rngs=rngs)
         self.config = m
         self.video_encoder = VideoEncoder(m.vision, **kw)
         self.audio_encoder = AudioEncoder(m.audio, **kw) if m.audio.enabled else None
@@ -102,8 +102,9 @@ class Pegasus(nnx.Module):
             if pool is None:
                 raise ValueError("a packed batch needs the pooling of its examples (pool_shape(model, max_segments))")
             ids = batch["example_ids"]
-            logits, _ = self.decoder(self.packed_sequence(batch, pool), batch["positions"], ids > 0, segment_ids=ids)
-            return logits
+            hidden, _ = self.decoder.hidden_states(self.packed_sequence(batch, pool), batch["positions"], ids > 0,
+                                                   segment_ids=ids)
+            return self.decoder.logits(hidden)
         x, mask = self.sequence(batch, pool)
         positions = valid_positions(mask)
         logits, _ = self.decoder(x, positions, mask)
