@@ -196,3 +196,19 @@ def test_packed_work_counts_each_example_as_alone():
     for k in WORK_KEYS:
         assert float(work[k]) == sum(float(w[k]) for w in alone), k
     assert int(work["tokens"]) == int((packed["example_ids"] > 0).sum())
+
+
+def test_training_packs_real_records_by_default_and_evaluation_does_not(corpus):
+    from data_pipelines.batch import iterators as pipeline
+    from data_pipelines.text.tokenizer import Tokenizer
+
+    c = cfg.get("tiny", data__path=corpus["train"], data__isolate_decode=False, train__batch_size=2,
+                data__pack_segments=4, data__pack_tokens=2 * pack_budget(cfg.get("tiny"))[0])
+    assert c.data.packing  # the default
+    tok = Tokenizer.load(corpus["tokenizer"])
+    train = pipeline.make_train_iterator(c, tok)
+    batch = next(train)
+    assert set(batch) == set(packed_spec(c)) and batch["example_ids"].max(axis=1).tolist() == [2, 2]
+    assert len(set(train.last_ids)) == 4
+    evaluation = next(pipeline.make_eval_iterator(c, tok))
+    assert set(evaluation) == set(example_spec(c))

@@ -7,7 +7,8 @@ One example's decoder sequence (see data_pipelines/contract.py for the arrays):
 
 Padding segments, missing audio, unused transcript slots and text padding are masked out of attention
 and skipped by the RoPE positions (positions are the running count of valid tokens), so a short video
-in a long-video batch computes exactly what it would alone.
+in a long-video batch computes exactly what it would alone. A packed training row (several examples
+back to back, data_pipelines/batch/packing.py) computes the same for each of its examples.
 """
 from __future__ import annotations
 
@@ -74,13 +75,13 @@ class Pegasus(nnx.Module):
         """The decoder input of a packed batch (data_pipelines/contract.py PACKED_FIELDS): the towers run on
         the row's G segment slots only, and their tokens are scattered to the positions `segment_dest`
         names (slots and tokens that do not exist point past the end and are dropped) over the text."""
-        tokens, valid = self.segment_tokens(batch, pool)
+        tokens, _ = self.segment_tokens(batch, pool)  # which tokens exist is in segment_dest
         b, g, k, w = tokens.shape
         dest = batch["segment_dest"].reshape(b, g * k)
         text = self.decoder.embed(batch["tokens"]).astype(tokens.dtype)
-        rows = jnp.arange(b)[:, None]
-        x = text.at[rows, dest].set(tokens.reshape(b, g * k, w), mode="drop")
-        return constrain(x, ACT_BATCH_LENGTH_EMBED)
+        # per row (vmap: the batch is a scatter batching dimension, so the batch sharding carries through)
+        scatter = jax.vmap(lambda row, at, values: row.at[at].set(values, mode="drop"))
+        return constrain(scatter(text, dest, tokens.reshape(b, g * k, w)), ACT_BATCH_LENGTH_EMBED)
 
     @property
     def decoder_width(self) -> int:
