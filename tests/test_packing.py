@@ -212,3 +212,11 @@ def test_training_packs_real_records_by_default_and_evaluation_does_not(corpus):
     assert len(set(train.last_ids)) == 4
     evaluation = next(pipeline.make_eval_iterator(c, tok))
     assert set(evaluation) == set(example_spec(c))
+
+
+def test_pack_row_refuses_examples_that_overflow_it():
+    config = tiny_config(pack_tokens=100, pack_segments=4)
+    rng = np.random.default_rng(0)
+    exs = [make_example(config, rng, f"ex{i}", 2, (True, True), (0, 0), 40) for i in range(2)]
+    with pytest.raises(ValueError, match="overflow a row of 100 / 4"):
+        pack_row(exs, PackSpec.from_config(config, rows=1), packed_spec(config))

@@ -90,6 +90,10 @@ def place(sizes: list[tuple[int, int]], rows: int, tokens: int, segments: int) -
 
 def pack_row(examples: list[dict], spec: PackSpec, shapes: dict) -> dict[str, np.ndarray]:
     """One packed row (contract.PACKED_FIELDS) from examples that fit it."""
+    tokens, segments = (sum(n) for n in zip(*map(spec.size, examples))) if examples else (0, 0)
+    if tokens > spec.tokens or segments > spec.segments:
+        raise ValueError(f"examples of {tokens} tokens / {segments} segments overflow a row of {spec.tokens} / "
+                         f"{spec.segments}")
     out = {k: np.zeros(shape, dtype) for k, (shape, dtype) in shapes.items()}
     out["segment_dest"][:] = spec.tokens
     slot = pos = 0
@@ -113,8 +117,6 @@ def pack_row(examples: list[dict], spec: PackSpec, shapes: dict) -> dict[str, np
         pos += length
         out["example_ids"][start:pos] = n
         out["positions"][start:pos] = np.arange(pos - start)
-    if pos > spec.tokens or slot > spec.segments:
-        raise ValueError(f"examples of {pos} tokens / {slot} segments overflow a row of {spec.tokens} / {spec.segments}")
     return out
 
 
