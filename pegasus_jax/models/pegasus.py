@@ -19,6 +19,7 @@ from pegasus_jax.models.alignment import Alignment, pool_shape
 from pegasus_jax.models.audio import AudioEncoder
 from pegasus_jax.models.decoder import Decoder, valid_positions
 from pegasus_jax.models.layers import dtype_of
+from pegasus_jax.models.text_loss import lm_loss
 from pegasus_jax.models.video_encoder import VideoEncoder
 from pegasus_jax.models.vision import normalize_pixels
 from pegasus_jax.sharding import ACT_BATCH_LENGTH_EMBED, constrain
@@ -77,16 +78,20 @@ class Pegasus(nnx.Module):
         return jnp.concatenate([x, text.astype(x.dtype)], axis=1), jnp.concatenate([mask, batch["text_mask"]], axis=1)
 
     # -- forward and loss -----------------------------------------------------------------------
+    def text_hidden(self, batch: dict) -> jax.Array:
+        """The decoder's last hidden states (before its final norm) at the text positions: (B, L, W)."""
+        x, mask = self.sequence(batch)
+        hidden, _ = self.decoder.hidden_states(x, valid_positions(mask), mask)
+        return hidden[:, -batch["tokens"].shape[1]:]
+
     def __call__(self, batch: dict) -> jax.Array:
         """Logits over the text positions: (B, L, vocab), float32."""
-        x, mask = self.sequence(batch)
-        positions = valid_positions(mask)
-        logits, _ = self.decoder(x, positions, mask)
-        return logits[:, -batch["tokens"].shape[1]:]
+        return self.decoder.logits(self.text_hidden(batch))
 
 
 def cross_entropy_loss(logits: jax.Array, batch: dict) -> tuple[jax.Array, dict]:
-    """Mean next-token cross-entropy over answer tokens (loss_mask); also returns the token count."""
+    """Mean next-token cross-entropy over answer tokens (loss_mask) from full logits (scoring at
+    inference, and the reference the chunked training loss is tested against); also the token count."""
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     nll = -jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]
     weights = batch["loss_mask"].astype(jnp.float32)
@@ -96,4 +101,6 @@ def cross_entropy_loss(logits: jax.Array, batch: dict) -> tuple[jax.Array, dict]
 
 
 def loss_fn(model: Pegasus, batch: dict) -> tuple[jax.Array, dict]:
-    return cross_entropy_loss(model(batch), batch)
+    """The training loss: cross_entropy_loss's value, with the norm and output projection on the answer
+    tokens only and the cross-entropy in vocabulary chunks (models/text_loss.py)."""
+    return lm_loss(model.decoder, model.text_hidden(batch), batch["targets"], batch["loss_mask"])
