@@ -41,6 +41,8 @@ setup(
         # TFDS 4.9.10 imports importlib_resources lazily but does not declare it for Python 3.11.
         "tfds": ["tensorflow-datasets==4.9.10", "tensorflow-cpu==2.21.0", "importlib_resources==7.1.0"],
         "tpu": ["libtpu==0.0.52"],
+        # NVIDIA GPUs: JAX's CUDA 12 plugin with its pip-installed CUDA/cuDNN libraries, at the pinned jax.
+        "cuda": ["jax[cuda12]==0.10.2"],
         "beam": ["apache-beam==2.77.0"],
     },
     entry_points={"console_scripts": ["pegasus-jax=pegasus_jax.cli.main:main"]},

@@ -5,8 +5,8 @@ RMSNorm; lm_head (or the tied embedding). Attention is causal by *position*: the
 positions that count valid tokens only, and a key is visible to a query when it is valid and its
 position is not later. The same rule serves a full forward pass, a prefill into the KV cache and
 one-token decode steps, so all three compute the same logits. A full pass states it as index
-causality within segment ids (valid tokens share one id, padding has another: for a valid query,
-"valid and not later by position" is "same id and not later by index"), which every attention
+causality within segment ids (valid tokens share one id, each padding token has its own: for a valid
+query, "valid and not later by position" is "same id and not later by index"), which every attention
 backend takes; the KV-cache path passes the cache's validity and positions as an explicit mask.
 """
 from __future__ import annotations
@@ -119,14 +119,15 @@ class Decoder(nnx.Module):
                       segment_ids: jax.Array | None = None):
         """The layer stack's output before the final norm, and the updated cache (as __call__).
 
-        `segment_ids` (B, T), full pass only: tokens attend within equal ids (packed examples); by
-        default the valid tokens form one segment and the padding another.
+        `segment_ids` (B, T), full pass only: tokens attend within equal ids (packed examples). By
+        default the valid tokens form one segment and each padding token one of its own, so a padding
+        position's output depends on nothing but its own input.
         """
         x = constrain(x.astype(self.dtype), ACT_BATCH_LENGTH_EMBED)
         cos, sin = rope_cos_sin(positions, head_dim(self.cfg), self.cfg.rope_theta)
         if cache is None:
-            if segment_ids is None:
-                segment_ids = attention_mask.astype(jnp.int32)
+            if segment_ids is None:  # the valid tokens: segment 0; each padding token: a segment of its own
+                segment_ids = jnp.where(attention_mask, 0, -1 - jnp.arange(x.shape[1], dtype=jnp.int32))
             return self.layers(x, cos, sin, segment_ids, None), None
         idx = cache["index"]
         key_valid = jax.lax.dynamic_update_slice(cache["valid"], attention_mask, (0, idx))

@@ -20,6 +20,7 @@ from pegasus_jax.models.alignment import Alignment, pool_shape
 from pegasus_jax.models.audio import AudioEncoder
 from pegasus_jax.models.decoder import Decoder, valid_positions
 from pegasus_jax.models.layers import dtype_of
+from pegasus_jax.models.text_loss import lm_loss
 from pegasus_jax.models.video_encoder import VideoEncoder
 from pegasus_jax.models.vision import normalize_pixels
 from pegasus_jax.sharding import ACT_BATCH_LENGTH_EMBED, constrain
@@ -94,22 +95,25 @@ class Pegasus(nnx.Module):
         return jnp.concatenate([x, text.astype(x.dtype)], axis=1), jnp.concatenate([mask, batch["text_mask"]], axis=1)
 
     # -- forward and loss -----------------------------------------------------------------------
-    def __call__(self, batch: dict, pool: tuple[int, int, int] | None = None) -> jax.Array:
-        """Logits over the text positions: (B, L, vocab) float32; for a packed batch (it has
-        "example_ids") over all T positions, each example attending only to itself. `pool`: the
-        pooling of one example's segments (pool_shape for data.max_segments); required when packed,
-        where the slot count G says nothing about it."""
+    def text_hidden(self, batch: dict, pool: tuple[int, int, int] | None = None) -> jax.Array:
+        """The decoder's last hidden states (before its final norm) at the text positions: (B, L, W); for a
+        packed batch (it has "example_ids") at all T positions, each example attending only to itself.
+        `pool`: the pooling of one example's segments (pool_shape for data.max_segments); required when
+        packed, where the slot count G says nothing about it."""
         if "example_ids" in batch:
             if pool is None:
                 raise ValueError("a packed batch needs the pooling of its examples (pool_shape(model, max_segments))")
             ids = batch["example_ids"]
             hidden, _ = self.decoder.hidden_states(self.packed_sequence(batch, pool), batch["positions"], ids > 0,
                                                    segment_ids=ids)
-            return self.decoder.logits(hidden)
+            return hidden
         x, mask = self.sequence(batch, pool)
-        positions = valid_positions(mask)
-        logits, _ = self.decoder(x, positions, mask)
-        return logits[:, -batch["tokens"].shape[1]:]
+        hidden, _ = self.decoder.hidden_states(x, valid_positions(mask), mask)
+        return hidden[:, -batch["tokens"].shape[1]:]
+
+    def __call__(self, batch: dict, pool: tuple[int, int, int] | None = None) -> jax.Array:
+        """Logits over the text positions: (B, L, vocab), float32 (a packed batch: all T positions)."""
+        return self.decoder.logits(self.text_hidden(batch, pool))
 
 
 def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -118,7 +122,8 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def cross_entropy_loss(logits: jax.Array, batch: dict) -> tuple[jax.Array, dict]:
-    """Mean next-token cross-entropy over answer tokens (loss_mask); also returns the token count."""
+    """Mean next-token cross-entropy over answer tokens (loss_mask) from full logits (scoring at
+    inference, and the reference the chunked training loss is tested against); also the token count."""
     nll = token_nll(logits, batch["targets"])
     weights = batch["loss_mask"].astype(jnp.float32)
     tokens = weights.sum()
@@ -135,5 +140,7 @@ def example_losses(logits: jax.Array, batch: dict, max_examples: int) -> tuple[j
     return jnp.einsum("bt,bte->be", nll * weights, onehot), jnp.einsum("bt,bte->be", weights, onehot)
 
 
-def loss_fn(model: Pegasus, batch: dict) -> tuple[jax.Array, dict]:
-    return cross_entropy_loss(model(batch), batch)
+def loss_fn(model: Pegasus, batch: dict, pool: tuple[int, int, int] | None = None) -> tuple[jax.Array, dict]:
+    """The training loss: cross_entropy_loss's value, with the norm and output projection on the answer
+    tokens only and the cross-entropy in vocabulary chunks (models/text_loss.py). `pool`: as text_hidden."""
+    return lm_loss(model.decoder, model.text_hidden(batch, pool), batch["targets"], batch["loss_mask"])

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from pegasus_jax.models.alignment import pool_shape
-from pegasus_jax.models.pegasus import cross_entropy_loss
+from pegasus_jax.models.pegasus import loss_fn
 from pegasus_jax.scaling.flops import work_of_batch
 from pegasus_jax.sharding import activation_sharding, batch_sharding
 from pegasus_jax.train.optimizer import learning_rate_schedule
@@ -25,16 +25,18 @@ def _micro_batches(batch: dict, n: int) -> dict:
     return jax.tree.map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), batch)
 
 
-def make_train_step(spec: TrainSpec, batch_shapes: dict):
-    """Compile-ready train step: (state, batch) -> (state, metrics). `batch_shapes` fixes the input ranks."""
+def make_train_step(spec: TrainSpec, batch_shapes: dict, loss=loss_fn):
+    """Compile-ready train step: (state, batch) -> (state, metrics). `batch_shapes` fixes the input ranks.
+    `loss` (model, batch, pool) -> (mean loss, {"loss_tokens": ...}): the text-only chunked loss; the memory
+    benchmark (benchmarks/loss_memory.py) passes the full-logits one to compare."""
     accum = spec.config.train.grad_accum
     rules = spec.config.mesh.axis_rules
     pool = example_pool(spec)
 
     def summed_loss(params, frozen, rest, micro):
         model = spec.model(params, frozen, rest)
-        loss, aux = cross_entropy_loss(model(micro, pool), micro)
-        return loss * aux["loss_tokens"], aux["loss_tokens"]
+        mean, aux = loss(model, micro, pool)
+        return mean * aux["loss_tokens"], aux["loss_tokens"]
 
     grad_fn = jax.value_and_grad(summed_loss, has_aux=True)
 
@@ -84,8 +86,7 @@ def make_eval_step(spec: TrainSpec, batch_shapes: dict):
 
     def step(state, batch):
         with activation_sharding(spec.mesh, rules):
-            model = spec.model(state["params"], state["frozen"], state["rest"])
-            loss, aux = cross_entropy_loss(model(batch, pool), batch)
+            loss, aux = loss_fn(spec.model(state["params"], state["frozen"], state["rest"]), batch, pool)
         return loss * aux["loss_tokens"], aux["loss_tokens"]
 
     batch_sh = {k: batch_sharding(spec.mesh, rules, len(v.shape)) for k, v in batch_shapes.items()}
