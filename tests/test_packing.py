@@ -20,7 +20,7 @@ from data_pipelines.contract import example_spec, pack_budget, packed_spec
 from data_pipelines.errors import UserError
 from pegasus_jax import config as cfg
 from pegasus_jax.models.alignment import pool_shape
-from pegasus_jax.models.pegasus import Pegasus, example_losses, token_nll
+from pegasus_jax.models.pegasus import Pegasus, example_losses, loss_fn, token_nll
 
 
 def tiny_config(**data):
@@ -79,14 +79,21 @@ def test_packed_examples_match_each_alone():
         return (token_nll(logits, batch["targets"]) * weights).sum() / weights.sum()
 
     together = jax.jit(packed_losses)(params)
+    # the training loss (text-only, chunked) of the packed row: token-weighted over its examples
+    training = jax.jit(lambda p: loss_fn(nnx.merge(graphdef, p), packed, pool))(params)
     per_example_grads = jax.jit(jax.jacrev(packed_losses))(params)  # leaves (3, ...)
     alone = jax.jit(jax.value_and_grad(alone_loss))
+    total_nll = total_tokens = 0.0
     for i, ex in enumerate(exs):
         loss, grads = alone(params, {k: ex[k][None] for k in example_spec(config)})
         np.testing.assert_allclose(together[i], loss, rtol=1e-5, atol=1e-5)
+        tokens = packed["loss_mask"][packed["example_ids"] == i + 1].sum()
+        total_nll, total_tokens = total_nll + loss * tokens, total_tokens + tokens
         assert float(optax.tree.norm(grads)) > 0
         for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(per_example_grads), jax.tree.leaves(grads)):
             np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-5, err_msg=f"example {i}: {jax.tree_util.keystr(path)}")
+    np.testing.assert_allclose(training[0], total_nll / total_tokens, rtol=1e-5)
+    assert training[1]["loss_tokens"] == total_tokens
 
 
 def stream(config, count=40, seed=1):
