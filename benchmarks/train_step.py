@@ -43,17 +43,20 @@ def text_lm_class():
     from pegasus_jax.models.layers import dtype_of
 
     class TextLM(nnx.Module):
-        """The Pegasus decoder alone on text: batch tokens -> logits, the contract step.py trains."""
+        """The Pegasus decoder alone on text, with the two methods step.py's loss uses."""
 
         def __init__(self, config, *, rngs: nnx.Rngs):
             m = config.model
             self.decoder = Decoder(m.decoder, m.lora, dtype=dtype_of(m.dtype), param_dtype=dtype_of(m.param_dtype),
                                    scan=m.scan_layers, remat=m.remat_policy, rngs=rngs)
 
-        def __call__(self, batch):
+        def text_hidden(self, batch):
             mask = batch["text_mask"]
-            logits, _ = self.decoder(self.decoder.embed(batch["tokens"]), valid_positions(mask), mask)
-            return logits
+            hidden, _ = self.decoder.hidden_states(self.decoder.embed(batch["tokens"]), valid_positions(mask), mask)
+            return hidden
+
+        def __call__(self, batch):
+            return self.decoder.logits(self.text_hidden(batch))
 
     return TextLM
 

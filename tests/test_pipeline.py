@@ -28,7 +28,8 @@ def corpus(tmp_path_factory):
 
 
 def config(path, **extra):
-    c = cfg.get("tiny", data__path=path, data__isolate_decode=False, data__num_workers=0, train__batch_size=8)
+    c = cfg.get("tiny", data__path=path, data__isolate_decode=False, data__num_workers=0, train__batch_size=8,
+                data__packing=False)  # the bucket batcher (packing: tests/test_packing.py)
     for k, v in extra.items():
         node = c
         *parents, leaf = k.split("__")

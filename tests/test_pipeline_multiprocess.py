@@ -30,7 +30,7 @@ def worker(process_id: int, port: int, train: str, tok_path: str, workdir: str) 
     from pegasus_jax import sharding
     from pegasus_jax.train.batch_layout import BatchLayout
 
-    c = cfg.get("tiny", data__path=train, data__isolate_decode=False, train__batch_size=8)
+    c = cfg.get("tiny", data__path=train, data__isolate_decode=False, train__batch_size=8, data__packing=False)
     tok = load_tokenizer(tok_path)
     mesh = sharding.make_mesh(c.mesh)  # data=-1: one data-parallel group per process
     layout = BatchLayout.create(mesh, c.mesh.axis_rules, c.train.batch_size)

@@ -4,7 +4,9 @@
        [data.mixture: one such dataset per corpus, combined by MapDataset.mix with the weights (batch/mixture.py)]
     -> to_iter_dataset (2 reader threads)  -> mp_prefetch (data.num_workers processes; 0 = in-process)
     -> BucketBatcher (batch/batcher.py, main process): counts/skips bad records, batches the slot's
-       batch_size examples, pads text to the smallest data.length_buckets entry that fits.
+       batch_size examples, pads text to the smallest data.length_buckets entry that fits;
+       or, training with data.packing (the default), PackingBatcher (batch/packing.py, main process):
+       counts/skips bad records, packs examples into the slot's batch_size rows of fixed shapes.
 
 Checkpointing: the returned iterator is a grain DatasetIterator whose JSON state holds the Grain
 position (mixture included) and the bad-record counts. Save it as an Orbax item with
@@ -12,7 +14,7 @@ position (mixture included) and the bad-record counts. Save it as an Orbax item 
 (handler: grain.checkpoint.CheckpointHandler, one JSON file per process); restoring continues at
 the exact next example. `checkpoint_args_save/restore` return those args.
 
-Eval iterators read data.path once, in order, and pad (per slot to equal counts, and the last
+Eval iterators never pack; they read data.path once, in order, and pad (per slot to equal counts, and the last
 batch) with all-masked examples, so every record is scored once.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ import grain
 
 from data_pipelines.batch.batcher import BatchIterator, BucketBatcher
 from data_pipelines.batch.mixture import mixture_dataset
+from data_pipelines.batch.packing import PackingBatcher, PackIterator
 from data_pipelines.batch.read import ReadSlot, corpus_dataset
 from data_pipelines.decode.example import empty_example
 from data_pipelines.errors import UserError
@@ -39,12 +42,17 @@ def _mark_absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
-def _batches(examples: grain.MapDataset, config, batch_size: int, pad_example: dict | None) -> BatchIterator:
+def _examples(examples: grain.MapDataset, config, batch_size: int) -> grain.IterDataset:
     ds = examples.to_iter_dataset(grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=2 * batch_size))
     if config.data.num_workers > 0:
         _mark_absl_flags_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers,
                                                          per_worker_buffer_size=batch_size))
+    return ds
+
+
+def _batches(examples: grain.MapDataset, config, batch_size: int, pad_example: dict | None) -> BatchIterator:
+    ds = _examples(examples, config, batch_size)
     buckets = tuple(sorted(config.data.length_buckets))
     if not buckets or buckets[-1] != config.data.max_text_len:
         raise UserError(f"config.data.length_buckets={tuple(config.data.length_buckets)}: the largest must equal "
@@ -52,8 +60,9 @@ def _batches(examples: grain.MapDataset, config, batch_size: int, pad_example: d
     return iter(BucketBatcher(ds, batch_size, buckets, config.data.max_bad_ratio, pad_example))
 
 
-def make_train_iterator(config, tokenizer, slot: ReadSlot = ReadSlot()) -> BatchIterator:
-    """Endless batches for one read slot: config.data.mixture when set, else config.data.path."""
+def make_train_iterator(config, tokenizer, slot: ReadSlot = ReadSlot()) -> BatchIterator | PackIterator:
+    """Endless batches for one read slot: config.data.mixture when set, else config.data.path; packed
+    (batch/packing.py) when config.data.packing is on."""
     tokenizer.check_fits(config.model.decoder.vocab_size)
     if config.data.mixture:
         examples = mixture_dataset(config, tokenizer, slot)
@@ -62,7 +71,10 @@ def make_train_iterator(config, tokenizer, slot: ReadSlot = ReadSlot()) -> Batch
             raise UserError("config.data.path: no training records given")
         examples = corpus_dataset(config.data.path, config, tokenizer, slot, seed=config.data.shuffle_seed,
                                   shuffle=True, num_epochs=None)
-    return _batches(examples, config, slot.records_per_step(config), None)
+    rows = slot.records_per_step(config)
+    if config.data.packing:
+        return iter(PackingBatcher.from_config(_examples(examples, config, rows), config, rows))
+    return _batches(examples, config, rows, None)
 
 
 def make_eval_iterator(config, tokenizer, slot: ReadSlot = ReadSlot()) -> BatchIterator:

@@ -18,6 +18,7 @@ from pegasus_jax.sharding import DEFAULT_AXIS_RULES
 
 VISION_KINDS = ("clip", "siglip")
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
+ATTENTION_BACKENDS = ("auto", "xla", "blockwise", "splash", "cudnn")  # pegasus_jax/models/attention.py
 STAGES = ("pretrain", "align", "instruct", "instruct_lora")
 LR_SCHEDULES = ("cosine", "wsd")
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
@@ -192,6 +193,7 @@ def model_config() -> ml_collections.ConfigDict:
     m.param_dtype = "float32"
     m.scan_layers = True
     m.remat_policy = "none"
+    m.attention = "auto"  # attention backend of the decoder and the encoders: one of ATTENTION_BACKENDS
     m.transcript_tokens = 8  # speech-transcript tokens per segment (0 disables the transcript stream)
     m.vision = vision_config()
     m.audio = audio_config()
@@ -209,6 +211,8 @@ def check_model(m) -> None:
     check_lora(m.lora)
     _require(m.remat_policy in REMAT_POLICIES, "config.model.remat_policy",
              f"must be one of {REMAT_POLICIES}, got {m.remat_policy!r}")
+    _require(m.attention in ATTENTION_BACKENDS, "config.model.attention",
+             f"must be one of {ATTENTION_BACKENDS}, got {m.attention!r}")
     _require(m.transcript_tokens >= 0, "config.model.transcript_tokens", f"must be >= 0, got {m.transcript_tokens}")
 
 
@@ -236,11 +240,23 @@ def data_config() -> ml_collections.ConfigDict:
     dt.cache_media_mb = 0  # keep up to this many MiB of decoded media per process for later epochs; 0 = off
     dt.mixture = ()  # ((records glob | 'builtin', weight, kind), ...); kind: video | caption | instruction | image
     dt.synth_clips = 2000
+    # Sequence packing of training batches (data_pipelines/batch/packing.py; evaluation never packs): each
+    # batch row is one decoder sequence of pack_tokens positions and pack_segments segment slots holding
+    # several whole examples (0: room for one longest example); best fit over a window of pack_window
+    # decoded examples held in host memory (0: twice the rows of a step times pack_segments / max_segments).
+    dt.packing = True
+    dt.pack_tokens = 0
+    dt.pack_segments = 0
+    dt.pack_window = 0
     return dt
 
 
 def check_data(dt) -> None:
     _require(0.0 < dt.max_bad_ratio <= 1.0, "config.data.max_bad_ratio", "must be in (0, 1]")
+    for field in ("pack_tokens", "pack_segments", "pack_window"):
+        _require(dt[field] >= 0, f"config.data.{field}", f"must be >= 0 (0 = derived), got {dt[field]}")
+    _require(dt.pack_segments == 0 or dt.pack_segments >= dt.max_segments, "config.data.pack_segments",
+             f"{dt.pack_segments} cannot hold one example of config.data.max_segments={dt.max_segments} segments")
 
 
 # ---- train -------------------------------------------------------------------------------------

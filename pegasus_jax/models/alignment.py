@@ -9,13 +9,13 @@ T*g*g, which is what makes hour-long inputs affordable.
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from data_pipelines.contract import pool_shape, tokens_per_segment  # noqa: F401 (the layout rules, re-exported)
 from pegasus_jax.models.layers import Dense, LayerNorm, activation
 from pegasus_jax.sharding import EMBED, MLP
 
@@ -43,34 +43,6 @@ def adaptive_avg_pool(x: jax.Array, out_shape: tuple[int, ...], axes: tuple[int,
         mat = jnp.asarray(adaptive_pool_matrix(n_in, n_out), x.dtype)
         x = jnp.moveaxis(jnp.tensordot(mat, x, axes=[[1], [axis]]), 0, axis)
     return x
-
-
-def tokens_per_segment(pool: tuple[int, int, int], audio_tokens: int, transcript_tokens: int) -> int:
-    return 1 + math.prod(pool) + audio_tokens + transcript_tokens
-
-
-def pool_shape(m, num_segments: int) -> tuple[int, int, int]:
-    """(T', h', w') for `num_segments` segments within `align.visual_token_budget`.
-
-    The configured target is used when it fits; otherwise space is pooled harder first (down to 1x1),
-    then time. Raises ValueError when even (1, 1, 1) does not fit.
-    """
-    al = m.align
-    audio = al.audio_tokens if m.audio.enabled else 0
-    transcript = m.transcript_tokens
-    t, h, w = al.pool_t, al.pool_h, al.pool_w
-    budget = al.visual_token_budget
-
-    def fits(t_, h_, w_):
-        return num_segments * tokens_per_segment((t_, h_, w_), audio, transcript) <= budget
-
-    while not fits(t, h, w) and (h > 1 or w > 1):
-        h, w = max(1, h - 1), max(1, w - 1)
-    while not fits(t, h, w) and t > 1:
-        t -= 1
-    if not fits(t, h, w):
-        raise ValueError(f"{num_segments} segments do not fit align.visual_token_budget={budget} even at 1 token each")
-    return t, h, w
 
 
 def time_features(seconds: jax.Array) -> jax.Array:

@@ -179,16 +179,17 @@ def work_of_batch(config, batch: dict) -> dict:
     Mirrors how Pegasus.sequence lays an example out and what it masks: per valid segment one marker,
     T'h'w' visual tokens (pooling of the batch's S segments), align.audio_tokens audio tokens when the
     segment has audio (and audio is enabled), its valid transcript tokens (when model.transcript_tokens
-    > 0); then the valid text tokens.
+    > 0); then the valid text tokens. A packed batch (contract.PACKED_FIELDS) counts the same over its
+    segment slots (pooled for data.max_segments), and each of a row's examples as its own sequence.
     """
     import jax.numpy as jnp
 
     m, d = config.model, config.data
     i32 = jnp.int32
-    seg = jnp.asarray(batch["segment_mask"]).astype(bool)  # (B, S)
-    s = seg.shape[1]
+    seg = jnp.asarray(batch["segment_mask"]).astype(bool)  # (B, S), or (B, G) segment slots when packed
+    packed = "example_ids" in batch
     segments = seg.sum(axis=1, dtype=i32)  # (B,)
-    visual = segments * math.prod(pool_shape(config.model, s))
+    visual = segments * math.prod(pool_shape(config.model, d.max_segments if packed else seg.shape[1]))
     if m.audio.enabled:
         audio_segments = (seg & jnp.asarray(batch["audio_mask"]).astype(bool)).sum(axis=1, dtype=i32)
     else:
@@ -200,9 +201,19 @@ def work_of_batch(config, batch: dict) -> dict:
         transcript = jnp.zeros_like(segments)
     text = jnp.asarray(batch["text_mask"]).astype(bool).sum(axis=1, dtype=i32)
     tokens = segments + visual + audio + transcript + text  # (B,)
-    length = tokens.astype(jnp.float32)
+    if packed:  # attention is per example: the sum of each example's length squared
+        import jax
+
+        ids = jnp.asarray(batch["example_ids"])
+        b, t = ids.shape
+        per_row = ids + jnp.arange(b)[:, None] * (t + 1)  # example n of row r -> r * (T + 1) + n
+        length = jax.ops.segment_sum(jnp.ones(b * t, jnp.float32), per_row.reshape(-1), num_segments=b * (t + 1))
+        length = length.reshape(b, t + 1)[:, 1:]  # id 0 (padding) is not an example
+        examples = ids.max(axis=1).sum(dtype=i32)
+    else:
+        length, examples = tokens.astype(jnp.float32), (tokens > 0).sum(dtype=i32)
     return {
-        "examples": (tokens > 0).sum(dtype=i32),
+        "examples": examples,
         "segments": segments.sum(dtype=i32),
         "audio_segments": audio_segments.sum(dtype=i32),
         "visual_tokens": visual.sum(dtype=i32),

@@ -138,7 +138,7 @@ class CompileReport:
 def compile_for_topology(config, topology: str, mfu: float = 0.5, num_slices: int = 1) -> CompileReport:
     """Compile the train step for `num_slices` slices of `topology` (the mesh from sharding.make_mesh:
     the config's ICI axes inside each slice, dcn_data x dcn_fsdp across slices)."""
-    from data_pipelines.contract import zeros_batch
+    from data_pipelines.contract import zeros_batch, zeros_packed_batch
     from pegasus_jax.scaling.flops import flops_per_step
     from pegasus_jax.train.state import TrainSpec, count_params
     from pegasus_jax.train.step import make_train_step
@@ -149,8 +149,9 @@ def compile_for_topology(config, topology: str, mfu: float = 0.5, num_slices: in
     spec = TrainSpec.create(config, mesh)
     state = spec.abstract_state()
     rules = config.mesh.axis_rules
+    zeros = zeros_packed_batch if config.data.packing else zeros_batch  # the shapes training feeds
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding.batch_sharding(mesh, rules, v.ndim))
-             for k, v in zeros_batch(config, config.train.batch_size).items()}
+             for k, v in zeros(config, config.train.batch_size).items()}
     dp = math.prod(mesh.shape[a] for a in sharding.rules_dict(rules)[sharding.ACT_BATCH])
     if config.train.batch_size % dp:
         raise UserError(f"config.train.batch_size: {config.train.batch_size} does not divide over the {dp} "

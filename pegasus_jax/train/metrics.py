@@ -140,14 +140,18 @@ def throughput(config, work_sum: dict, seconds: float, steps: int, peak: float) 
     Real figures count the tokens and frames in the batches: "tokens_per_s" (real decoder positions),
     "examples_per_s", "mfu", "flops_per_step" (real training FLOPs, mean over the window). "*_padded"
     count every example at the config's maximum shape (flops_per_step(config), decoder_sequence_length):
-    the figures logged before real counting; "real_token_fraction" = real / padded decoder positions.
+    the figures logged before real counting; "real_token_fraction" = real / padded decoder positions
+    (with data.packing, the rows' data.pack_tokens positions each).
     Also "step_time_s", "window_steps", and the window's work as "work/<key>" (flops.WORK_KEYS).
     """
     from pegasus_jax.scaling.flops import (WORK_KEYS, decoder_sequence_length, flops_per_step,
                                            real_decoder_tokens, train_flops_of_work)
 
+    from data_pipelines.contract import pack_budget
+
     flops = train_flops_of_work(config, work_sum)
-    padded_tokens = steps * config.train.batch_size * decoder_sequence_length(config)
+    row_tokens = pack_budget(config)[0] if config.data.packing else decoder_sequence_length(config)
+    padded_tokens = steps * config.train.batch_size * row_tokens
     tokens = real_decoder_tokens(work_sum)
     out = {
         "step_time_s": seconds / steps,

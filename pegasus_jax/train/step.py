@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pegasus_jax.models.pegasus import cross_entropy_loss
+from pegasus_jax.models.alignment import pool_shape
+from pegasus_jax.models.pegasus import loss_fn
 from pegasus_jax.scaling.flops import work_of_batch
 from pegasus_jax.sharding import activation_sharding, batch_sharding
 from pegasus_jax.train.optimizer import learning_rate_schedule
@@ -24,15 +25,18 @@ def _micro_batches(batch: dict, n: int) -> dict:
     return jax.tree.map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), batch)
 
 
-def make_train_step(spec: TrainSpec, batch_shapes: dict):
-    """Compile-ready train step: (state, batch) -> (state, metrics). `batch_shapes` fixes the input ranks."""
+def make_train_step(spec: TrainSpec, batch_shapes: dict, loss=loss_fn):
+    """Compile-ready train step: (state, batch) -> (state, metrics). `batch_shapes` fixes the input ranks.
+    `loss` (model, batch, pool) -> (mean loss, {"loss_tokens": ...}): the text-only chunked loss; the memory
+    benchmark (benchmarks/loss_memory.py) passes the full-logits one to compare."""
     accum = spec.config.train.grad_accum
     rules = spec.config.mesh.axis_rules
+    pool = example_pool(spec)
 
     def summed_loss(params, frozen, rest, micro):
         model = spec.model(params, frozen, rest)
-        loss, aux = cross_entropy_loss(model(micro), micro)
-        return loss * aux["loss_tokens"], aux["loss_tokens"]
+        mean, aux = loss(model, micro, pool)
+        return mean * aux["loss_tokens"], aux["loss_tokens"]
 
     grad_fn = jax.value_and_grad(summed_loss, has_aux=True)
 
@@ -66,6 +70,11 @@ def make_train_step(spec: TrainSpec, batch_shapes: dict):
     return jax.jit(step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0)
 
 
+def example_pool(spec: TrainSpec) -> tuple[int, int, int]:
+    """The pooling of one example's segments (a packed batch's slot count says nothing about it)."""
+    return pool_shape(spec.config.model, spec.config.data.max_segments)
+
+
 def _current_lr(spec: TrainSpec, step):
     return learning_rate_schedule(spec.config.train)(step)
 
@@ -73,11 +82,11 @@ def _current_lr(spec: TrainSpec, step):
 def make_eval_step(spec: TrainSpec, batch_shapes: dict):
     """(state, batch) -> (summed nll, token count), for held-out loss and perplexity."""
     rules = spec.config.mesh.axis_rules
+    pool = example_pool(spec)
 
     def step(state, batch):
         with activation_sharding(spec.mesh, rules):
-            model = spec.model(state["params"], state["frozen"], state["rest"])
-            loss, aux = cross_entropy_loss(model(batch), batch)
+            loss, aux = loss_fn(spec.model(state["params"], state["frozen"], state["rest"]), batch, pool)
         return loss * aux["loss_tokens"], aux["loss_tokens"]
 
     batch_sh = {k: batch_sharding(spec.mesh, rules, len(v.shape)) for k, v in batch_shapes.items()}
