@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/big_export.py --workdir /tmp/big-export [--dtype fp32|bf16] [--keep]
 
-1. A child process initialises `configs/pegasus_1b.py` (1.38B parameters) with its AdamW state, straight
-   into its shardings, and saves it as the trainer does (Orbax, step 0): parameters and both moments,
-   about 16.5 GB.
+1. A child process makes the train state of `configs/pegasus_1b.py` (1.38B parameters) with its AdamW
+   moments (the trainer's tree, shapes and dtypes; random values, see `save_checkpoint`) and saves it as
+   the trainer does (Orbax, step 0): about 16.5 GB.
 2. `pegasus-jax export` runs in a fresh child; its peak RSS is its own ru_maxrss (os.wait4 on it alone).
 3. `LlamaForCausalLM.from_pretrained(OUT/llm)` (the model once, in this process): its state dict must
    name exactly the tensors of the shards' index, and a few of them must equal the checkpoint's,
@@ -49,24 +49,26 @@ def child(*args: str) -> tuple[float, resource.struct_rusage]:
 
 
 def save_checkpoint(workdir: str) -> None:
-    """Phase 1 (in its own process): the 1B model and its AdamW state, saved as the trainer saves step 0.
+    """Phase 1 (in its own process): a train state of the 1B model with its AdamW moments, saved as the
+    trainer saves step 0.
 
-    16.5 GB of state would not fit beside the other jobs of a 23 GiB host, so each initialised tensor
-    is moved into a file-backed NumPy memmap (pages the kernel can write out and drop) as soon as it
-    exists, and the Adam moments are filled in there with uniform random values of a trained run's scale
-    (random, so they take their real size on disk instead of compressing away as zeros).
+    The state's tree, shapes and dtypes are the trainer's (`TrainSpec.abstract_state`); its 16.5 GB of
+    values are uniform random numbers (what an export reads is the same whatever they are, and random
+    bytes do not compress away on disk as fresh zero moments would). They are written straight into
+    file-backed NumPy memmaps, pages the kernel can write out and drop: a real initialisation (12.5 GiB
+    peak for the parameters alone under XLA) plus the moments would not fit beside the other jobs of
+    this 23 GiB host.
     """
     import jax
     import numpy as np
-    from flax import nnx
+    import orbax.checkpoint as ocp
 
     from data_pipelines.text.tokenizer import train
+    from pegasus_jax import sharding
     from pegasus_jax.config import load_config
     from pegasus_jax.flax_settings import configure
-    from pegasus_jax.models.pegasus import Pegasus
     from pegasus_jax.train import checkpoint
-    from pegasus_jax.train.optimizer import make_optimizer
-    from pegasus_jax.train.state import count_params, trainable_filter
+    from pegasus_jax.train.state import TrainSpec, count_params
 
     configure()
     config = load_config(os.path.join(ROOT, "configs", "pegasus_1b.py"))
@@ -76,36 +78,26 @@ def save_checkpoint(workdir: str) -> None:
     os.makedirs(backing)
     rng = np.random.default_rng(0)
 
-    def backed(shape, dtype, fill) -> np.ndarray:
-        """A memmap of `shape`, filled 16M elements at a time by fill(start, n) (flat indices)."""
+    def backed(leaf: jax.ShapeDtypeStruct) -> np.ndarray:
+        """Random values in [-0.02, 0.02) of the leaf's shape and dtype (zero for scalars: step, counts)."""
+        if leaf.ndim == 0:
+            return np.zeros((), leaf.dtype)
         out = np.lib.format.open_memmap(os.path.join(backing, f"{len(os.listdir(backing))}.npy"), mode="w+",
-                                        dtype=dtype, shape=shape)
+                                        dtype=leaf.dtype, shape=leaf.shape)
         flat = out.reshape(-1)
         for start in range(0, flat.size, 1 << 24):
             n = min(1 << 24, flat.size - start)
-            flat[start:start + n] = fill(start, n)
+            flat[start:start + n] = rng.random(n, np.float32) * 0.04 - 0.02
         return out
 
-    def moved(x: jax.Array) -> np.ndarray:
-        host = np.asarray(x)
-        out = backed(x.shape, host.dtype, lambda start, n: host.reshape(-1)[start:start + n])
-        x.delete()
-        return out
-
-    def init():
-        model = Pegasus(config.model, rngs=nnx.Rngs(config.seed))
-        _, trainable, frozen, rest = nnx.split(model, trainable_filter(config.train.stage), nnx.Param, ...)
-        return trainable.to_pure_dict(), frozen.to_pure_dict(), rest.to_pure_dict()
-
-    params, frozen, rest = (jax.tree.map(moved, t) for t in jax.jit(init)())
-    print(f"initialised {count_params(params) + count_params(frozen)} parameters", file=sys.stderr)
-    # Adam's moments (and its step count, zero) in the optimizer's own tree structure.
-    opt_state = jax.tree.map(
-        lambda s: np.zeros(s.shape, s.dtype) if s.ndim == 0 else
-        backed(s.shape, s.dtype, lambda start, n: rng.random(n, np.float32) * 1e-3),
-        jax.eval_shape(make_optimizer(config.train).init, params))
-    state = {"step": np.zeros((), np.int32), "params": params, "frozen": frozen, "rest": rest, "opt_state": opt_state,
-             "nan_skips": np.zeros((), np.int32)}
+    spec = TrainSpec.create(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+    state = jax.tree.map(backed, spec.abstract_state())
+    print(f"{count_params(state['params']) + count_params(state['frozen'])} parameters, "
+          f"{count_params(state['opt_state'])} optimizer values", file=sys.stderr)
+    # Orbax deep-copies host arrays before its asynchronous write, so that callers may change them
+    # meanwhile; nothing touches these until the save is done, and a 16.5 GB copy would not fit.
+    ocp.type_handlers.register_type_handler(np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False),
+                                            override=True)
     checkpoint.save_first_step(workdir, config, state, tokenizer)
     shutil.rmtree(backing)
 
