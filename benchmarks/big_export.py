@@ -139,16 +139,17 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="default: a temporary folder")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--keep", action="store_true", help="keep the checkpoint and the export")
+    parser.add_argument("--checkpoint", help="export this run's step 0 (a workdir phase 1 made) instead of saving one")
     parser.add_argument("--save-only", metavar="WORKDIR", help=argparse.SUPPRESS)  # phase 1, in the child
     args = parser.parse_args()
     if args.save_only:
         save_checkpoint(args.save_only)
         return
     workdir = args.workdir or tempfile.mkdtemp(prefix="big-export-")
-    run, out = os.path.join(workdir, "run"), os.path.join(workdir, "export")
+    run, out = args.checkpoint or os.path.join(workdir, "run"), os.path.join(workdir, "export")
     os.makedirs(run, exist_ok=True)
     try:
-        save_s, save_usage = child(os.path.abspath(__file__), "--save-only", run)
+        save_s, save_usage = child(os.path.abspath(__file__), "--save-only", run) if not args.checkpoint else (0.0, None)
         ckpt = os.path.join(run, "checkpoints", "0")
         export_s, export_usage = child("-m", "pegasus_jax.cli.main", "export", "--checkpoint", run, "--out", out,
                                        "--dtype", args.dtype)
@@ -156,7 +157,7 @@ def main() -> None:
             "config": "configs/pegasus_1b.py", "dtype": args.dtype,
             "checkpoint_bytes": folder_bytes(ckpt), "state_bytes": folder_bytes(os.path.join(ckpt, "state")),
             "export_bytes": {"llm": folder_bytes(os.path.join(out, "llm")), "full": folder_bytes(os.path.join(out, "full"))},
-            "save_seconds": round(save_s, 1), "save_peak_rss_bytes": save_usage.ru_maxrss * 1024,
+            "save_seconds": round(save_s, 1), "save_peak_rss_bytes": save_usage.ru_maxrss * 1024 if save_usage else None,
             "export_seconds": round(export_s, 1), "export_peak_rss_bytes": export_usage.ru_maxrss * 1024,
             "bound_gib": BOUND_GIB, **check_llama(run, os.path.join(out, "llm"), args.dtype),
             "cpu_count": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
@@ -171,7 +172,8 @@ def main() -> None:
         ["checkpoint (state)", "export dtype", "export llm + full", "export time", "export peak RSS", "bound", "save peak RSS"],
         [[f"{gib(result['checkpoint_bytes'])} ({gib(result['state_bytes'])})", args.dtype,
           f"{gib(result['export_bytes']['llm'])} + {gib(result['export_bytes']['full'])}", f"{export_s:.0f} s",
-          gib(result["export_peak_rss_bytes"]), f"<= {BOUND_GIB} GiB", gib(result["save_peak_rss_bytes"])]]))
+          gib(result["export_peak_rss_bytes"]), f"<= {BOUND_GIB} GiB",
+          gib(result["save_peak_rss_bytes"]) if save_usage else "-"]]))
     if not result["within_bound"]:
         raise SystemExit(f"export peak RSS {gib(result['export_peak_rss_bytes'])} is over {BOUND_GIB} GiB")
 
