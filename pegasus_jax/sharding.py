@@ -47,6 +47,8 @@ ACT_BATCH_LENGTH_EMBED = (ACT_BATCH, ACT_LENGTH, ACT_EMBED)
 ACT_BATCH_LENGTH_MLP = (ACT_BATCH, ACT_LENGTH, ACT_MLP)
 ACT_BATCH_LENGTH_HEADS = (ACT_BATCH, ACT_LENGTH, ACT_HEADS, None)  # (B, L, heads, head_dim)
 ACT_BATCH_LENGTH_VOCAB = (ACT_BATCH, ACT_LENGTH, ACT_VOCAB)
+KV_CACHE = (LAYERS, ACT_BATCH, ACT_LENGTH, KV_HEADS, None)  # (depth, B, L, kv_heads, head_dim): batch over
+# data and fsdp, kv heads over tensor, as the k/v projections that fill it
 
 # Logical axis -> mesh axes: the default of config.mesh.axis_rules. The mesh axes are (data, fsdp,
 # tensor). A mesh axis that does not divide a dimension is dropped for that array (logical_to_spec),

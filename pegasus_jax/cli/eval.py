@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from pegasus_jax.cli.generate import add_model_flags, load_model
 from pegasus_jax.errors import UserError
 
 
@@ -26,6 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("--meteor", action="store_true", help="caption: also METEOR (needs java, ~10 s)")
     p.add_argument("--batches", type=int, default=50, help="loss: number of batches")
     p.add_argument("--batch-size", type=int, default=8, help="videos per generate_batch call")
+    add_model_flags(p)
     p.add_argument("--judge-url", help="OpenAI-compatible base URL (default $PEGASUS_JUDGE_URL)")
     p.add_argument("--judge-model", help="judge model name (default $PEGASUS_JUDGE_MODEL)")
     p.add_argument("--judge-api-key", help="judge API key (default $PEGASUS_JUDGE_API_KEY; prefer the variable)")
@@ -49,13 +51,13 @@ def run(args) -> int:
         if not getattr(args, flag):
             raise UserError(f"--{flag} is required")
     from pegasus_jax.evaluate.runner import JUDGED, run_benchmark
+    from pegasus_jax.train import distributed
 
-    session = _judge_session(args) if args.benchmark in JUDGED else None
+    distributed.initialize()  # a multi-process job splits the inputs over its processes
+    session = _judge_session(args) if args.benchmark in JUDGED and distributed.is_main() else None
     model = None
     if args.checkpoint and not (args.predictions and args.benchmark not in ("mcq", "loss")):
-        from pegasus_jax.infer.api import Pegasus
-
-        model = Pegasus.load(args.checkpoint)
+        model = load_model(args)
     try:
         aggregate = run_benchmark(args.benchmark, args.data, args.out, model=model, predictions=args.predictions,
                                   session=session, videos=args.videos, prompt=args.prompt, meteor=args.meteor,
@@ -64,6 +66,8 @@ def run(args) -> int:
     finally:
         if session is not None and session.cache is not None:
             session.cache.close()
+    if aggregate is None:  # another process's report
+        return 0
     from pegasus_jax.evaluate.report import flatten
 
     for name, value in flatten(aggregate).items():

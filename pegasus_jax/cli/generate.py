@@ -15,6 +15,23 @@ from pegasus_jax.errors import UserError
 from pegasus_jax.infer.sampling import DEFAULT_TEMPERATURE
 
 
+def add_model_flags(p) -> None:
+    p.add_argument("--mesh", metavar="AXIS=N,...",
+                   help="shard the model over this host's devices, e.g. fsdp=4,tensor=2 (default: one device)")
+    p.add_argument("--dtype", choices=("bf16", "fp32"), help="parameters and compute (default: the checkpoint's)")
+
+
+def load_model(args):
+    """The checkpoint as the Python API, on --mesh / --config.mesh.* and in --dtype."""
+    from pegasus_jax.infer.api import Pegasus
+
+    mesh = args.mesh
+    overrides = {k[len("mesh."):]: v for k, v in getattr(args, "config_overrides", {}).items() if k.startswith("mesh.")}
+    if overrides:
+        mesh = ",".join(filter(None, [mesh] + [f"{k}={v}" for k, v in overrides.items()]))
+    return Pegasus.load(args.checkpoint, mesh=mesh, dtype=args.dtype)
+
+
 def _common(p) -> None:
     p.add_argument("--checkpoint", required=True, help="training workdir or one step's checkpoint folder")
     p.add_argument("--video", required=True, help="a video file, a folder of videos, or a JSONL of {\"video\": path}")
@@ -24,6 +41,7 @@ def _common(p) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass, in (0, 1]; 1 = off")
     p.add_argument("--max-tokens", type=int, default=None, help="most tokens to generate (default: the task's)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    add_model_flags(p)
 
 
 def register(subparsers) -> None:
@@ -83,12 +101,16 @@ def run(args) -> int:
         # every check of the schema or regex runs before the seconds spent loading the model
         request_grammar(schema, regex, args.stop, schema_name="--response-schema", regex_name="--response-regex")
     single = len(videos) == 1 and videos[0] == args.video
-    from pegasus_jax.infer.api import Pegasus
+    import jax
+
     from pegasus_jax.infer.video_input import check_video
+    from pegasus_jax.train import distributed
 
     if single:
         check_video(args.video)  # a bad video fails before the seconds spent loading the model
-    model = Pegasus.load(args.checkpoint)
+    else:
+        distributed.initialize()  # a multi-process job splits a batch over its processes
+    model = load_model(args)
     if args.task == "generate" and args.stop:
         sampling["stop"] = tuple(args.stop)
 
@@ -112,11 +134,22 @@ def run(args) -> int:
         return 0
     from tqdm import tqdm
 
-    failures = 0
-    for path in tqdm(videos, unit="video", disable=not sys.stderr.isatty()):
+    def record(path: str) -> dict:
         try:
-            print(json.dumps(one(path), ensure_ascii=False), flush=True)
+            return one(path)
         except UserError as e:  # a bad video in a batch is recorded, the batch goes on
-            failures += 1
-            print(json.dumps({"id": os.path.splitext(os.path.basename(path))[0], "error": str(e)}), flush=True)
-    return 1 if failures == len(videos) else 0
+            return {"id": os.path.splitext(os.path.basename(path))[0], "error": str(e)}
+
+    if jax.process_count() == 1:  # lines as they come
+        rows = []
+        for path in tqdm(videos, unit="video", disable=not sys.stderr.isatty()):
+            rows.append(record(path))
+            print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
+    else:  # every process_count-th video here; process 0 prints every line, in input order
+        shares = distributed.gather_json([record(path) for path in videos[jax.process_index()::jax.process_count()]])
+        if shares is None:
+            return 0
+        rows = [shares[i % len(shares)][i // len(shares)] for i in range(len(videos))]
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+    return 1 if all("error" in row for row in rows) else 0

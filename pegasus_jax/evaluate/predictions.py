@@ -16,19 +16,59 @@ class Prompt:
     text: str
 
 
+class ScoredOnMain(Exception):
+    """This process's predictions went to process 0, which scores and writes the report."""
+
+
 class ModelPredictor:
+    """Batched generation. A prompt whose input fails (a UserError: unreadable video, ...) gets the empty
+    prediction and its message in `errors`; the others go on.
+
+    In a multi-process job each process is one data-parallel group (a whole replica on its own
+    devices): it generates for every process_count-th prompt, and process 0 gets every prediction in
+    input order (the others raise ScoredOnMain once their share is sent: they take no part in scoring).
+    """
+
     def __init__(self, model, batch_size: int = 8):
         self.model, self.batch_size = model, batch_size
+        self.errors: dict[str, str] = {}
 
     def __call__(self, prompts: list[Prompt]) -> dict[str, str]:
+        import jax
+
+        from pegasus_jax.train.distributed import gather_json
+
+        local = self._predict(prompts[jax.process_index()::jax.process_count()])
+        shares = gather_json(local)
+        if shares is None:
+            raise ScoredOnMain
         out = {}
+        for share in shares:
+            for pid, text, error in share:
+                out[pid] = text
+                if error is not None:
+                    self.errors[pid] = error
+        return {p.id: out[p.id] for p in prompts}
+
+    def _predict(self, prompts: list[Prompt]) -> list[tuple[str, str, str | None]]:
+        """(id, prediction, error or None) per prompt."""
+        rows = []
         progress = Counter("eval generate", len(prompts), "videos")
         for start in range(0, len(prompts), self.batch_size):
             chunk = prompts[start:start + self.batch_size]
-            texts = self.model.generate_batch([(p.video, p.text) for p in chunk])
-            out.update({p.id: t for p, t in zip(chunk, texts)})
+            try:
+                texts = self.model.generate_batch([(p.video, p.text) for p in chunk])
+                rows += [(p.id, t, None) for p, t in zip(chunk, texts)]
+            except UserError:  # one bad input fails its batch: the prompts one by one find which
+                rows += [self._one(p) for p in chunk]
             progress.update(len(chunk))
-        return out
+        return rows
+
+    def _one(self, p: Prompt) -> tuple[str, str, str | None]:
+        try:
+            return p.id, self.model.generate_batch([(p.video, p.text)])[0], None
+        except UserError as e:
+            return p.id, "", str(e)
 
 
 class FilePredictor:

@@ -11,10 +11,11 @@ from pegasus_jax.evaluate.caption_data import load_caption_items
 from pegasus_jax.evaluate.captioning import DEFAULT_CAPTION_PROMPT, run_caption
 from pegasus_jax.evaluate.judge_session import JudgeSession
 from pegasus_jax.evaluate.mcq import load_mcq_items, run_mcq
-from pegasus_jax.evaluate.predictions import FilePredictor, ModelPredictor
+from pegasus_jax.evaluate.predictions import FilePredictor, ModelPredictor, ScoredOnMain
 from pegasus_jax.evaluate.report import write_report
 from pegasus_jax.evaluate.vcg import load_vcg_items, run_vcg
 from pegasus_jax.evaluate.vidfactscore import DEFAULT_DESCRIPTION_PROMPT, run_vidfactscore
+from pegasus_jax.train.distributed import is_main
 
 BENCHMARKS = ("caption", "mcq", "loss", "vcg", "vidfactscore")
 JUDGED = ("vcg", "vidfactscore")
@@ -22,11 +23,16 @@ JUDGED = ("vcg", "vidfactscore")
 
 def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: str | None = None,
                   session: JudgeSession | None = None, videos: str | None = None, prompt: str | None = None,
-                  meteor: bool = False, batches: int = 50, batch_size: int = 8, meta: dict | None = None) -> dict:
-    """Run one benchmark and write `<out>/<benchmark>.json|.md`; returns the report's aggregate."""
+                  meteor: bool = False, batches: int = 50, batch_size: int = 8, meta: dict | None = None) -> dict | None:
+    """Run one benchmark and write `<out>/<benchmark>.json|.md`; returns the report's aggregate.
+
+    In a multi-process job every process calls this: the generation benchmarks (caption, vcg,
+    vidfactscore) split their prompts over the processes, and process 0 alone scores them (the judge's
+    calls included) and writes the report; mcq and loss run on process 0. The others return None.
+    """
     if benchmark not in BENCHMARKS:
         raise UserError(f"--benchmark {benchmark!r}: expected one of {', '.join(BENCHMARKS)}")
-    if benchmark in JUDGED and session is None:
+    if benchmark in JUDGED and session is None and is_main():
         raise UserError(f"--benchmark {benchmark} needs a judge (--judge-url / PEGASUS_JUDGE_URL)")
     if predictions is None and model is None:
         raise UserError("pass --checkpoint (or, for generation benchmarks, --predictions FILE)")
@@ -34,6 +40,31 @@ def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: 
         raise UserError(f"--predictions does not apply to --benchmark {benchmark}: it scores the model itself")
     predict = FilePredictor(predictions) if predictions else ModelPredictor(model, batch_size)
     start = time.time()
+    try:
+        aggregate, items = _run(benchmark, data, predict, model, session, videos, prompt, meteor, batches)
+    except ScoredOnMain:
+        return None
+    failed = getattr(predict, "errors", {})
+    for row in items:  # a failed input was scored as an empty prediction; its row says why
+        errors = [e for pid, e in failed.items() if pid == row.get("id") or pid.startswith(f"{row.get('id')}/")]
+        if errors:
+            row["error"] = errors[0]
+    report_meta = {"data": data, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                   "seconds": round(time.time() - start, 3), **(meta or {})}
+    if failed:
+        report_meta["failed_inputs"] = len(failed)
+    if predictions:
+        report_meta["predictions"] = predictions
+    if session is not None and benchmark in JUDGED:
+        report_meta["judge"] = session.judge.describe()
+        report_meta["judge_stats"] = vars(session.stats).copy()
+    write_report(out, benchmark, aggregate, items, report_meta)
+    return aggregate
+
+
+def _run(benchmark, data, predict, model, session, videos, prompt, meteor, batches) -> tuple[dict, list[dict]]:
+    if benchmark in ("mcq", "loss") and not is_main():
+        raise ScoredOnMain
     if benchmark == "caption":
         aggregate, items = run_caption(load_caption_items(data, videos), predict, prompt or DEFAULT_CAPTION_PROMPT, meteor)
     elif benchmark == "mcq":
@@ -47,12 +78,4 @@ def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: 
     else:
         aggregate, items = run_vidfactscore(load_caption_items(data, videos), predict, session,
                                             prompt or DEFAULT_DESCRIPTION_PROMPT)
-    report_meta = {"data": data, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                   "seconds": round(time.time() - start, 3), **(meta or {})}
-    if predictions:
-        report_meta["predictions"] = predictions
-    if session is not None and benchmark in JUDGED:
-        report_meta["judge"] = session.judge.describe()
-        report_meta["judge_stats"] = vars(session.stats).copy()
-    write_report(out, benchmark, aggregate, items, report_meta)
-    return aggregate
+    return aggregate, items

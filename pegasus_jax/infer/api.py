@@ -6,6 +6,7 @@
     m.summarize("clip.mp4", "chapter")      # {"id", "chapters": [...]}
     m.generate("clip.mp4", "What colour is the shape?")
     m.generate("clip.mp4", "Name the shape.", schema={...})   # or regex="..."; m.stream(...) alike
+    Pegasus.load("runs/pod", mesh="fsdp=4,tensor=2", dtype="bf16")   # sharded over this host's devices
 
 Every task goes through the same path: the video streams through the segment encoder into pooled
 tokens, the task's prompt (pegasus_jax/prompts.py, shared with training) follows, and the KV-cache
@@ -21,6 +22,7 @@ from typing import Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from data_pipelines.text import prompts
 from pegasus_jax.infer import grammar, schemas
@@ -35,16 +37,22 @@ class Pegasus:
     def __init__(self, model, config, tokenizer):
         self.model, self.config, self.tokenizer = model, config, tokenizer
         self.encoder = SegmentEncoder(model, config)
-        self.generator = Generator(model, stop_ids=(tokenizer.eot_id, tokenizer.eos_id), pad_id=tokenizer.pad_id)
+        # the mesh the model was loaded onto (a model built in place has single-device arrays)
+        mesh = getattr(jax.tree.leaves(nnx.state(model, nnx.Param))[0].sharding, "mesh", None)
+        self.generator = Generator(model, stop_ids=(tokenizer.eot_id, tokenizer.eos_id), pad_id=tokenizer.pad_id,
+                                   mesh=mesh if mesh is not None and mesh.size > 1 else None,
+                                   axis_rules=config.mesh.axis_rules)
         self._vocabulary = None  # the grammar engine's, built on the first constrained call
 
     @classmethod
-    def load(cls, checkpoint: str) -> "Pegasus":
+    def load(cls, checkpoint: str, *, mesh=None, dtype: str | None = None) -> "Pegasus":
+        """`mesh`: 'fsdp=4,tensor=2' (or a dict of axis sizes) over this process's devices, parameters
+        restored straight into their shards; `dtype`: 'bf16' or 'fp32' (default: the checkpoint's)."""
         from pegasus_jax.flax_settings import configure
         from pegasus_jax.infer.checkpoint_loader import load
 
         configure()  # the Python API is an entry point too
-        model, config, tokenizer, _ = load(checkpoint)
+        model, config, tokenizer, _ = load(checkpoint, mesh=mesh, dtype=dtype)
         return cls(model, config, tokenizer)
 
     # -- building blocks --------------------------------------------------------------------------
@@ -123,8 +131,6 @@ class Pegasus:
     # -- scoring ----------------------------------------------------------------------------------
     def eval_loss(self, records_glob: str, batches: int = 50) -> dict:
         """Mean answer-token loss and perplexity over (at most `batches` batches of) a records glob."""
-        from flax import nnx
-
         from data_pipelines.batch import iterators as pipeline
         from pegasus_jax.models.pegasus import cross_entropy_loss
 

@@ -6,9 +6,14 @@ length of the same bucket recompiles. Decoding runs in jitted chunks of CHUNK st
 between chunks the host checks stop strings and ends early when every row is done. A `constraint`
 (infer/grammar.py: a JSON schema or regex) instead steps one token at a time with an allow-bitmask
 from the host, computed while the device runs the step (`_constrained`).
+
+On a mesh (the model's parameters sharded, `Pegasus.load(mesh=...)`) the same programs run SPMD: the
+activations and the KV cache are pinned by the config's axis rules (cache batch over data and fsdp, kv
+heads over tensor), the rest follows the parameters' shardings.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Callable, Iterator
 
@@ -20,6 +25,7 @@ from flax import nnx
 from pegasus_jax.infer.sampling import SamplingParams, sample
 from pegasus_jax.models.decoder import valid_positions
 from pegasus_jax.models.pegasus import Pegasus
+from pegasus_jax.sharding import activation_sharding
 
 PROMPT_BUCKET = 32
 CHUNK = 8
@@ -32,8 +38,10 @@ def _bucket(n: int, size: int) -> int:
 class Generator:
     """Batched generation with a Pegasus model; `stop_ids` end a row (eos / end-of-turn)."""
 
-    def __init__(self, model: Pegasus, stop_ids: tuple[int, ...], pad_id: int = 0):
+    def __init__(self, model: Pegasus, stop_ids: tuple[int, ...], pad_id: int = 0, mesh=None, axis_rules=None):
+        """`mesh` and `axis_rules`: pin activations and the KV cache to the mesh the model is on."""
         self.graphdef, self.state = nnx.split(model)
+        self.mesh, self.axis_rules = mesh, axis_rules
         self.stop_ids = jnp.asarray(stop_ids, jnp.int32)
         self.pad_id = pad_id
         self.dtype = model.decoder.embed(jnp.zeros((1, 1), jnp.int32)).dtype
@@ -42,9 +50,17 @@ class Generator:
     def _model(self, state) -> Pegasus:
         return nnx.merge(self.graphdef, state)
 
+    def _sharding(self):
+        """Context for tracing: `constrain` in the model pins to the mesh (a no-op without one)."""
+        return activation_sharding(self.mesh, self.axis_rules) if self.mesh is not None else contextlib.nullcontext()
+
     # -- jitted pieces ----------------------------------------------------------------------------
     @functools.partial(jax.jit, static_argnums=(0, 6))
     def _prefill(self, state, prefix, prefix_mask, prompt: jax.Array, prompt_mask: jax.Array, cache_len: int):
+        with self._sharding():
+            return self._prefill_traced(state, prefix, prefix_mask, prompt, prompt_mask, cache_len)
+
+    def _prefill_traced(self, state, prefix, prefix_mask, prompt, prompt_mask, cache_len: int):
         model = self._model(state)
         text = model.decoder.embed(prompt)
         x = jnp.concatenate([prefix.astype(text.dtype), text], axis=1)
@@ -60,7 +76,8 @@ class Generator:
     def _step(self, state, cache, token, position):
         model = self._model(state)
         x = model.decoder.embed(token[:, None])
-        logits, cache = model.decoder(x, position[:, None], jnp.ones_like(token[:, None], bool), cache=cache)
+        with self._sharding():
+            logits, cache = model.decoder(x, position[:, None], jnp.ones_like(token[:, None], bool), cache=cache)
         return logits[:, 0], cache
 
     @functools.partial(jax.jit, static_argnums=(0, 6, 7), donate_argnums=(2,))

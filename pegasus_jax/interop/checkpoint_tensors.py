@@ -39,6 +39,10 @@ class MergedLoRA:
     def __init__(self, kernel, a, b, scale: float):
         self.kernel, self.a, self.b, self.scale = kernel, a, b, scale
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.kernel.shape)
+
     def __getitem__(self, index) -> "MergedLoRA":
         return MergedLoRA(self.kernel[index], self.a[index], self.b[index], self.scale)
 
@@ -58,6 +62,11 @@ def merge_lora_lazily(tree: dict, alpha: float) -> dict:
         a, b = flat.pop(keys), flat.pop(owner + ("lora_b",))
         flat[owner + ("kernel",)] = MergedLoRA(flat[owner + ("kernel",)], a, b, alpha / a.shape[-1])
     return traverse_util.unflatten_dict(flat)
+
+
+def num_elements(tree: dict) -> int:
+    """Elements of every (lazy) tensor in the tree, from shapes alone: nothing is read."""
+    return sum(int(np.prod(leaf.shape)) for leaf in traverse_util.flatten_dict(tree).values())
 
 
 def has_lora(tree: dict) -> bool:

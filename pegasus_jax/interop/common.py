@@ -49,6 +49,7 @@ def layer_items(stacked: dict, depth: int, prefix: str, names: dict[tuple, str])
         theirs = names[path[:-1]] + (".bias" if path[-1] == "bias" else ".weight")
         for i in range(depth):
             yield f"{prefix}{i}.{theirs}", np.ascontiguousarray(whole[i].T if path[-1] == "kernel" else whole[i])
+        del whole  # now, not when the next tensor's read replaces it: two stacked tensors never coexist
 
 
 def pretrained_params(module: nnx.Module) -> nnx.State:

@@ -6,11 +6,13 @@
     OUT/full  the whole model: the same files plus configuration_pegasus.py and modeling_pegasus.py
               (AutoModel.from_pretrained(OUT/full, trust_remote_code=True))
 
-Streaming: parameters are read from the checkpoint one tensor at a time (never the optimizer state)
-and written into bounded shards, so host memory stays at about one shard plus a few copies of the
-largest checkpoint chunk (the compressed bytes, the decoded chunk, the array), whatever the model's
-size; a checkpoint saved from an FSDP-sharded run has chunks of one device's shard. Each folder records its source in pegasus_export.json (checkpoint,
-step, config, dtype, LoRA merge).
+Streaming: parameters are read from the checkpoint one tensor at a time (never the optimizer state),
+converted to `dtype` and appended to the shard files on disk as they arrive, so host memory stays at
+about the largest tensor plus a few of its checkpoint chunks (the compressed bytes, the decoded chunk),
+whatever the model's size. Checkpoints are written in chunks of at most `checkpoint.CHUNK_BYTES`
+(one device's shard or less for an FSDP-sharded run, saved by one process or many). The source may be
+any path epath and TensorStore read (gs://... included). A bar shows the bytes written. Each folder
+records its source in pegasus_export.json (checkpoint, step, config, dtype, LoRA merge).
 """
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ import ctypes
 import json
 import os
 import shutil
+import sys
+
+import numpy as np
+from tqdm import tqdm
 
 from pegasus_jax.errors import UserError
 from pegasus_jax.infer.checkpoint_loader import config_from_metadata, tokenizer_from_metadata
@@ -25,7 +31,7 @@ from pegasus_jax.interop import checkpoint_tensors
 from pegasus_jax.interop.hf_llama import llama_config_to_hf, llama_hf_items
 from pegasus_jax.interop.hf_pegasus import full_config_to_hf, full_hf_items
 from pegasus_jax.interop.hf_tokenizer import write_hf_tokenizer
-from pegasus_jax.interop.safetensors_shards import ShardWriter
+from pegasus_jax.interop.safetensors_shards import DTYPES, ShardWriter
 from pegasus_jax.train import checkpoint
 
 TORCH_CODE = os.path.join(os.path.dirname(__file__), "torch_pegasus")
@@ -68,18 +74,21 @@ def export(source: str, out: str, *, dtype: str = "fp32", merge_lora: bool = Fal
         params = checkpoint_tensors.merge_lora_lazily(params, alpha)
     elif merge_lora:
         raise UserError(f"--merge-lora: {source} has no LoRA adapters")
-    provenance = {"source_checkpoint": os.path.abspath(workdir), "step": step, "dtype": dtype,
+    provenance = {"source_checkpoint": str(checkpoint.root(workdir)), "step": step, "dtype": dtype,
                   "merged_lora_alpha": alpha if merge_lora else None, "config": meta["config"]}
     tok = tokenizer_from_metadata(meta)  # a UserError before anything is written
     llm_dir, full_dir = os.path.join(out, "llm"), os.path.join(out, "full")
     counts = {}
+    elements = checkpoint_tensors.num_elements(params["decoder"]) + checkpoint_tensors.num_elements(params)
+    bar = tqdm(total=elements * np.dtype(DTYPES[dtype]).itemsize, unit="B", unit_scale=True, unit_divisor=1024,
+               desc="export", disable=not sys.stderr.isatty())
     for folder, items, hf_config in (
             (llm_dir, llama_hf_items(params["decoder"], config.model.decoder),
              llama_config_to_hf(config.model.decoder, tok.bos_id, tok.eos_id)),
             (full_dir, full_hf_items(params, config), full_config_to_hf(config, tok.bos_id, tok.eos_id))):
         writer = ShardWriter(folder, max_shard_bytes, dtype)
         for name, array in items:
-            writer.add(name, array)
+            bar.update(writer.add(name, array))
         counts[os.path.basename(folder)] = writer.close({"source_step": str(step)})
         _write_json(os.path.join(folder, "config.json"),
                     {**hf_config, "torch_dtype": TORCH_DTYPES[dtype], "dtype": TORCH_DTYPES[dtype]})
@@ -88,6 +97,7 @@ def export(source: str, out: str, *, dtype: str = "fp32", merge_lora: bool = Fal
                      "pad_token_id": tok.pad_id})
         _write_json(os.path.join(folder, PROVENANCE), provenance)
         write_hf_tokenizer(tok, folder)
+    bar.close()
     for name in CODE_FILES:
         shutil.copyfile(os.path.join(TORCH_CODE, name), os.path.join(full_dir, name))
     return {"step": step, "llm": llm_dir, "full": full_dir, "tensors": counts}

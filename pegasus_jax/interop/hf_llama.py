@@ -75,11 +75,18 @@ def llama_to_hf(module: nnx.Module | dict, dcfg) -> dict[str, np.ndarray]:
     return dict(llama_hf_items(params_of(module) if isinstance(module, nnx.Module) else module, dcfg))
 
 
+def _owned(x) -> np.ndarray:
+    """A writable array of `x`: a lazy leaf's read is one already (copying it would hold a 1 GB embedding
+    twice), a JAX array's view is copied."""
+    a = np.asarray(x)
+    return a if a.flags.writeable else a.copy()
+
+
 def llama_hf_items(params: dict, dcfg, prefix: str = ""):
     """(HF name, array) pairs of `llama_to_hf`, one at a time: leaves may be lazy (a TensorStore or any
     array-like indexable by layer), so a streaming export holds one tensor at a time."""
-    yield prefix + "model.embed_tokens.weight", np.array(params["embed_tokens"])
-    yield prefix + "model.norm.weight", np.array(params["norm"]["scale"])
+    yield prefix + "model.embed_tokens.weight", _owned(params["embed_tokens"])
+    yield prefix + "model.norm.weight", _owned(params["norm"]["scale"])
     names = {(ours,): theirs for ours, theirs in (_PROJECTIONS | _NORMS).items()}
     yield from layer_items(params["layers"]["layers"], dcfg.depth, prefix + "model.layers.", names)
     if not dcfg.tie_embeddings:

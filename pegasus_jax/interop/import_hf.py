@@ -184,7 +184,6 @@ def import_hf(out: str, *, config_path: str | None = None, overrides: dict | Non
 
 def write_checkpoint(model, config, tokenizer, out: str) -> None:
     """`model` as step 0 of a run in OUT: the train state the trainer saves (fresh optimizer state)."""
-    import jax
     import jax.numpy as jnp
 
     from pegasus_jax.train import checkpoint
@@ -196,8 +195,4 @@ def write_checkpoint(model, config, tokenizer, out: str) -> None:
     state = {"step": jnp.zeros((), jnp.int32), "params": params, "frozen": frozen.to_pure_dict(),
              "rest": rest.to_pure_dict(), "opt_state": make_optimizer(config.train).init(params),
              "nan_skips": jnp.zeros((), jnp.int32)}
-    mngr = checkpoint.manager(out, config.train)
-    checkpoint.save(mngr, 0, state, None, jax.random.key(config.seed), checkpoint.metadata(config, tokenizer, 0),
-                    force=True)
-    mngr.wait_until_finished()
-    mngr.close()
+    checkpoint.save_first_step(out, config, state, tokenizer)

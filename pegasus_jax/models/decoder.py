@@ -24,7 +24,7 @@ from pegasus_jax.models.lora import projection
 from pegasus_jax.models.rope import apply_rope, inverse_frequencies, rope_cos_sin
 from pegasus_jax.sharding import (
     ACT_BATCH_LENGTH_EMBED, ACT_BATCH_LENGTH_HEADS, ACT_BATCH_LENGTH_MLP, ACT_BATCH_LENGTH_VOCAB, EMBED,
-    HEADS, KV_HEADS, MLP, VOCAB, constrain,
+    HEADS, KV_CACHE, KV_HEADS, MLP, VOCAB, constrain,
 )
 
 
@@ -105,7 +105,7 @@ class Decoder(nnx.Module):
         kv, hd = self.cfg.num_kv_heads, head_dim(self.cfg)
         shape = (self.cfg.depth, batch, max_len, kv, hd)
         dtype = dtype or self.dtype
-        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+        return {"k": constrain(jnp.zeros(shape, dtype), KV_CACHE), "v": constrain(jnp.zeros(shape, dtype), KV_CACHE),
                 "valid": jnp.zeros((batch, max_len), bool), "pos": jnp.zeros((batch, max_len), jnp.int32),
                 "index": jnp.zeros((), jnp.int32)}
 
@@ -146,7 +146,7 @@ class Decoder(nnx.Module):
         x, chunk = self.layers(x, cos, sin, None, mask, idx, per_layer={"k": cache["k"], "v": cache["v"]})
         # One write of every layer's new keys/values into the stacked cache: in place when the
         # caller donates the cache, instead of the scan re-emitting the whole cache each step.
-        write = lambda full, new: jax.lax.dynamic_update_slice(full, new, (0, 0, idx, 0, 0))
+        write = lambda full, new: constrain(jax.lax.dynamic_update_slice(full, new, (0, 0, idx, 0, 0)), KV_CACHE)
         return x, {"k": write(cache["k"], chunk["k"]), "v": write(cache["v"], chunk["v"]),
                    "valid": key_valid, "pos": key_pos, "index": idx + x.shape[1]}
 

@@ -21,6 +21,9 @@ from etils import epath
 from pegasus_jax.errors import UserError
 
 STATE, DATA, RNG, METADATA = "state", "data", "rng", "metadata"
+# Largest stored chunk of an array: a reader that wants one tensor, or one layer of a stacked tensor
+# (export), decodes chunks of this size instead of the whole array that one process saved.
+CHUNK_BYTES = 64 << 20
 
 
 class _DropReadOnlyNotice(logging.Filter):
@@ -77,13 +80,23 @@ def _jsonable(x):
 def save(mngr: ocp.CheckpointManager, step: int, state: dict, data_iterator, rng: jax.Array, meta: dict,
          *, force: bool = False) -> bool:
     items = {
-        STATE: ocp.args.StandardSave(state),
+        STATE: ocp.args.StandardSave(state, save_args=jax.tree.map(lambda _: ocp.SaveArgs(chunk_byte_size=CHUNK_BYTES),
+                                                                   state)),
         RNG: ocp.args.JsonSave({"key": np.asarray(jax.random.key_data(rng)).tolist()}),
         METADATA: ocp.args.JsonSave(meta),
     }
     if data_iterator is not None:
         items[DATA] = grain.checkpoint.CheckpointSave(data_iterator)
     return mngr.save(step, args=ocp.args.Composite(**items), force=force)
+
+
+def save_first_step(workdir: str, config, state: dict, tokenizer) -> None:
+    """`state` (a whole train state) as step 0 of a run in WORKDIR, with its metadata (`tokenizer`: a
+    Tokenizer, the path of one, or None); returns once written."""
+    mngr = manager(workdir, config.train)
+    save(mngr, 0, state, None, jax.random.key(config.seed), metadata(config, tokenizer, 0), force=True)
+    mngr.wait_until_finished()
+    mngr.close()
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: dict, data_iterator) -> tuple[dict, jax.Array, dict]:

@@ -43,3 +43,26 @@ def barrier(name: str) -> None:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(name)
+
+
+def gather_json(value) -> list | None:
+    """Every process's JSON-able `value`, in process order, on process 0 (None on the others).
+
+    Through the job's own collectives (process_allgather of the UTF-8 bytes, padded to the longest):
+    the same path as training's, gloo on CPU, nothing else to set up."""
+    import json
+
+    import numpy as np
+
+    if jax.process_count() == 1:
+        return [value]
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+    lengths = multihost_utils.process_allgather(np.asarray([data.size], np.int64)).reshape(-1)
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[:data.size] = data
+    everyone = multihost_utils.process_allgather(padded)
+    if not is_main():
+        return None
+    return [json.loads(bytes(row[:n])) for row, n in zip(everyone, lengths)]
