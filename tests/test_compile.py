@@ -35,7 +35,7 @@ def test_80b_compiles_for_two_v5p_slices_and_fits():
     assert "fits: yes" in run.stdout.splitlines(), run.stdout
     assert report_value(run.stdout, "topology:") == ("topology: 2 x v5p-128 (2 slices, 128 chips in all, "
                                                      "95 GiB HBM each)")
-    assert report_value(run.stdout, "mesh:") == "mesh: data 2 x fsdp 16 x tensor 4"
+    assert report_value(run.stdout, "mesh:") == "mesh: data 2 x fsdp 16 x context 1 x tensor 4"
     total = float(report_value(run.stdout, "per-chip memory:").rsplit("total", 1)[1].split("GiB")[0])
     assert 0 < total <= 95
 

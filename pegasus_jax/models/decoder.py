@@ -17,8 +17,8 @@ from pegasus_jax.models.layers import Dense, LayerStack, RMSNorm, dot_product_at
 from pegasus_jax.models.lora import projection
 from pegasus_jax.models.rope import apply_rope, rope_cos_sin
 from pegasus_jax.sharding import (
-    ACT_BATCH_LENGTH_EMBED, ACT_BATCH_LENGTH_HEADS, ACT_BATCH_LENGTH_MLP, ACT_BATCH_LENGTH_VOCAB, EMBED,
-    HEADS, KV_HEADS, MLP, VOCAB, constrain,
+    ACT_BATCH_KV_LENGTH_HEADS, ACT_BATCH_LENGTH_EMBED, ACT_BATCH_LENGTH_HEADS, ACT_BATCH_LENGTH_MLP,
+    ACT_BATCH_LENGTH_VOCAB, EMBED, HEADS, KV_HEADS, MLP, VOCAB, constrain,
 )
 
 
@@ -57,7 +57,11 @@ class DecoderLayer(nnx.Module):
             v = v.astype(per_layer["v"].dtype)
             keys = jax.lax.dynamic_update_slice(per_layer["k"], k, (0, write_index, 0, 0))
             values = jax.lax.dynamic_update_slice(per_layer["v"], v, (0, write_index, 0, 0))
-        out = dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), mask)
+        # Context parallelism: the queries stay split along the sequence, the keys and values are gathered
+        # whole (act_kv_length), so each chip attends its query block to every key (sharding.py says why).
+        keys = constrain(keys.astype(q.dtype), ACT_BATCH_KV_LENGTH_HEADS)
+        values = constrain(values.astype(q.dtype), ACT_BATCH_KV_LENGTH_HEADS)
+        out = dot_product_attention(q, keys, values, mask)
         x = x + self.o(out.reshape(b, t, h * hd))
         y = self.mlp_norm(x)
         hidden = constrain(jax.nn.silu(self.gate(y)) * self.up(y), ACT_BATCH_LENGTH_MLP)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pegasus_jax.sharding import (
-    ACT_BATCH_LENGTH_EMBED, ACT_BATCH_LENGTH_HEADS, ACT_BATCH_LENGTH_MLP, EMBED, HEADS, LAYERS, NORM, constrain,
+    ACT_ENCODER_LENGTH_EMBED, ACT_ENCODER_LENGTH_HEADS, ACT_ENCODER_LENGTH_MLP, EMBED, HEADS, LAYERS, NORM, constrain,
 )
 from pegasus_jax.sharding import MLP as MLP_AXIS  # the class MLP below would shadow the axis name
 
@@ -115,7 +115,8 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
 
 
 class SelfAttention(nnx.Module):
-    """Bidirectional MHA with biased q/k/v/o projections (CLIP, SigLIP, Whisper encoder layout)."""
+    """Bidirectional MHA with biased q/k/v/o projections (CLIP, SigLIP, Whisper encoder layout); like MLP and
+    PreNormEncoderLayer, an encoder part: its batch is the encoders' (act_encoder_batch)."""
 
     def __init__(self, width: int, num_heads: int, *, k_bias: bool = True, dtype=jnp.float32,
                  param_dtype=jnp.float32, rngs: nnx.Rngs):
@@ -130,7 +131,7 @@ class SelfAttention(nnx.Module):
         b, t, w = x.shape
         split = lambda y: y.reshape(b, t, self.num_heads, w // self.num_heads)
         q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
-        q = constrain(q, ACT_BATCH_LENGTH_HEADS)
+        q = constrain(q, ACT_ENCODER_LENGTH_HEADS)
         out = dot_product_attention(q, k, v, mask)
         return self.o(out.reshape(b, t, w))
 
@@ -147,7 +148,7 @@ class MLP(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = activation(self.act)(self.fc1(x))
-        return self.fc2(constrain(h, ACT_BATCH_LENGTH_MLP))
+        return self.fc2(constrain(h, ACT_ENCODER_LENGTH_MLP))
 
 
 class PreNormEncoderLayer(nnx.Module):
@@ -164,7 +165,7 @@ class PreNormEncoderLayer(nnx.Module):
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         x = x + self.attn(self.ln1(x), mask)
         x = x + self.mlp(self.ln2(x))
-        return constrain(x, ACT_BATCH_LENGTH_EMBED)
+        return constrain(x, ACT_ENCODER_LENGTH_EMBED)
 
 
 REMAT_POLICIES = {
