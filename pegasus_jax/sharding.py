@@ -294,6 +294,11 @@ def activation_sharding(mesh: Mesh, axis_rules):
         _active.reset(token)
 
 
+def active_mesh() -> tuple[Mesh, dict] | None:
+    """(mesh, rules dict) of the enclosing `activation_sharding`, or None outside one."""
+    return _active.get()
+
+
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     active = _active.get()
     if active is None:

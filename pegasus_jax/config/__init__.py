@@ -3,9 +3,9 @@
 cfg.get("tiny", train__steps=10)`, `load_config`, `base_config`, `validate`, ..."""
 from pegasus_jax.config.loader import apply_overrides, config_path, get, load_config
 from pegasus_jax.config.schema import (
-    LR_SCHEDULES, REMAT_POLICIES, STAGES, VISION_KINDS, audio_positions, base_config, head_dim, validate,
+    ATTENTION_BACKENDS, LR_SCHEDULES, REMAT_POLICIES, STAGES, VISION_KINDS, audio_positions, base_config, head_dim, validate,
     wsd_decay_steps,
 )
 
-__all__ = ["LR_SCHEDULES", "REMAT_POLICIES", "STAGES", "VISION_KINDS", "apply_overrides", "audio_positions",
+__all__ = ["ATTENTION_BACKENDS", "LR_SCHEDULES", "REMAT_POLICIES", "STAGES", "VISION_KINDS", "apply_overrides", "audio_positions",
            "base_config", "config_path", "get", "head_dim", "load_config", "validate", "wsd_decay_steps"]

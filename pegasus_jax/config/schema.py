@@ -17,6 +17,7 @@ from pegasus_jax.sharding import DEFAULT_AXIS_RULES, MESH_AXES
 
 VISION_KINDS = ("clip", "siglip")
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
+ATTENTION_BACKENDS = ("auto", "xla", "blockwise", "splash", "cudnn")  # pegasus_jax/models/attention.py
 STAGES = ("pretrain", "align", "instruct", "instruct_lora")
 LR_SCHEDULES = ("cosine", "wsd")
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
@@ -171,6 +172,7 @@ def model_config() -> ml_collections.ConfigDict:
     m.param_dtype = "float32"
     m.scan_layers = True
     m.remat_policy = "none"
+    m.attention = "auto"  # attention backend of the decoder and the encoders: one of ATTENTION_BACKENDS
     m.transcript_tokens = 8  # speech-transcript tokens per segment (0 disables the transcript stream)
     m.vision = vision_config()
     m.audio = audio_config()
@@ -188,6 +190,8 @@ def check_model(m) -> None:
     check_lora(m.lora)
     _require(m.remat_policy in REMAT_POLICIES, "config.model.remat_policy",
              f"must be one of {REMAT_POLICIES}, got {m.remat_policy!r}")
+    _require(m.attention in ATTENTION_BACKENDS, "config.model.attention",
+             f"must be one of {ATTENTION_BACKENDS}, got {m.attention!r}")
     _require(m.transcript_tokens >= 0, "config.model.transcript_tokens", f"must be >= 0, got {m.transcript_tokens}")
 
 

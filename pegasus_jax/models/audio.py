@@ -37,7 +37,8 @@ class Conv1d(nnx.Module):
 
 
 class AudioEncoder(nnx.Module):
-    def __init__(self, acfg, *, dtype, param_dtype, scan: bool, remat: str, rngs: nnx.Rngs):
+    def __init__(self, acfg, *, dtype, param_dtype, scan: bool, remat: str, attention: str = "auto",
+                 rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         w = acfg.width
         self.num_mel_bins = acfg.num_mel_bins
@@ -48,7 +49,7 @@ class AudioEncoder(nnx.Module):
         self.embed_positions = nnx.Param(jnp.asarray(table, param_dtype), out_sharding=(POSITIONS, EMBED))
         self.layers = LayerStack(
             lambda r: PreNormEncoderLayer(w, acfg.num_heads, acfg.mlp_dim, acfg.layer_norm_eps, "gelu",
-                                          k_bias=False, rngs=r, **kw),
+                                          k_bias=False, attention=attention, rngs=r, **kw),
             acfg.depth, scan=scan, remat=remat, rngs=rngs)
         self.layer_norm = LayerNorm(w, acfg.layer_norm_eps, rngs=rngs, **kw)
 

@@ -4,7 +4,10 @@ RMSNorm -> grouped-query attention with RoPE -> residual; RMSNorm -> SwiGLU -> r
 RMSNorm; lm_head (or the tied embedding). Attention is causal by *position*: the caller passes RoPE
 positions that count valid tokens only, and a key is visible to a query when it is valid and its
 position is not later. The same rule serves a full forward pass, a prefill into the KV cache and
-one-token decode steps, so all three compute the same logits.
+one-token decode steps, so all three compute the same logits. A full pass states it as index
+causality within segment ids (valid tokens share one id, padding has another: for a valid query,
+"valid and not later by position" is "same id and not later by index"), which every attention
+backend takes; the KV-cache path passes the cache's validity and positions as an explicit mask.
 """
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pegasus_jax.config import head_dim
-from pegasus_jax.models.layers import Dense, LayerStack, RMSNorm, dot_product_attention, param
+from pegasus_jax.models.attention import attention, decode_backend
+from pegasus_jax.models.layers import Dense, LayerStack, RMSNorm, param
 from pegasus_jax.models.lora import projection
 from pegasus_jax.models.rope import apply_rope, rope_cos_sin
 from pegasus_jax.sharding import (
@@ -28,7 +32,7 @@ def valid_positions(mask: jax.Array) -> jax.Array:
 
 
 class DecoderLayer(nnx.Module):
-    def __init__(self, dcfg, lora_cfg, *, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(self, dcfg, lora_cfg, *, dtype, param_dtype, attention: str = "auto", rngs: nnx.Rngs):
         w, h, kv, hd = dcfg.width, dcfg.num_heads, dcfg.num_kv_heads, head_dim(dcfg)
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.attn_norm = RMSNorm(w, dcfg.rms_norm_eps, **kw)
@@ -41,8 +45,10 @@ class DecoderLayer(nnx.Module):
         self.up = projection(w, dcfg.mlp_dim, (EMBED, MLP), "up", lora_cfg, **kw)
         self.down = projection(dcfg.mlp_dim, w, (MLP, EMBED), "down", lora_cfg, **kw)
         self.shape = (h, kv, hd)
+        self.backend = attention
 
-    def __call__(self, x, cos, sin, mask, write_index=None, per_layer=None):
+    def __call__(self, x, cos, sin, segment_ids, mask, write_index=None, per_layer=None):
+        """`segment_ids` (B, T) for a full pass; with a cache (`per_layer`), `mask` (B, 1, T, max_len)."""
         b, t, _ = x.shape
         h, kv, hd = self.shape
         y = self.attn_norm(x)
@@ -51,17 +57,18 @@ class DecoderLayer(nnx.Module):
         v = self.v(y).reshape(b, t, kv, hd)
         q = constrain(q, ACT_BATCH_LENGTH_HEADS)
         if per_layer is None:
-            keys, values = k, v
+            # Context parallelism: the queries stay split along the sequence, the keys and values are gathered
+            # whole (act_kv_length), so each chip attends its query block to every key (sharding.py says why).
+            keys = constrain(k, ACT_BATCH_KV_LENGTH_HEADS)
+            values = constrain(v, ACT_BATCH_KV_LENGTH_HEADS)
+            out = attention(q, keys, values, causal=True, segment_ids=segment_ids, backend=self.backend)
         else:  # attend over this layer's cache with the chunk written in; only the chunk goes back out
             k = k.astype(per_layer["k"].dtype)
             v = v.astype(per_layer["v"].dtype)
             keys = jax.lax.dynamic_update_slice(per_layer["k"], k, (0, write_index, 0, 0))
             values = jax.lax.dynamic_update_slice(per_layer["v"], v, (0, write_index, 0, 0))
-        # Context parallelism: the queries stay split along the sequence, the keys and values are gathered
-        # whole (act_kv_length), so each chip attends its query block to every key (sharding.py says why).
-        keys = constrain(keys.astype(q.dtype), ACT_BATCH_KV_LENGTH_HEADS)
-        values = constrain(values.astype(q.dtype), ACT_BATCH_KV_LENGTH_HEADS)
-        out = dot_product_attention(q, keys, values, mask)
+            out = attention(q, keys.astype(q.dtype), values.astype(q.dtype), causal=False, mask=mask,
+                            backend=decode_backend(self.backend))
         x = x + self.o(out.reshape(b, t, h * hd))
         y = self.mlp_norm(x)
         hidden = constrain(jax.nn.silu(self.gate(y)) * self.up(y), ACT_BATCH_LENGTH_MLP)
@@ -70,13 +77,14 @@ class DecoderLayer(nnx.Module):
 
 
 class Decoder(nnx.Module):
-    def __init__(self, dcfg, lora_cfg, *, dtype, param_dtype, scan: bool, remat: str, rngs: nnx.Rngs):
+    def __init__(self, dcfg, lora_cfg, *, dtype, param_dtype, scan: bool, remat: str, attention: str = "auto",
+                 rngs: nnx.Rngs):
         self.cfg = dcfg
         self.dtype = dtype
         self.embed_tokens = param(rngs, nnx.initializers.normal(0.02), (dcfg.vocab_size, dcfg.width),
                                   (VOCAB, EMBED), param_dtype)
         self.layers = LayerStack(
-            lambda r: DecoderLayer(dcfg, lora_cfg, dtype=dtype, param_dtype=param_dtype, rngs=r),
+            lambda r: DecoderLayer(dcfg, lora_cfg, dtype=dtype, param_dtype=param_dtype, attention=attention, rngs=r),
             dcfg.depth, scan=scan, remat=remat, rngs=rngs)
         self.norm = RMSNorm(dcfg.width, dcfg.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
         self.lm_head = None if dcfg.tie_embeddings else Dense(
@@ -108,28 +116,39 @@ class Decoder(nnx.Module):
         entry at a position not later than theirs. Returns (logits (B, T, vocab) float32, updated cache
         or None).
         """
+        hidden, new_cache = self.hidden_states(x, positions, attention_mask, cache)
+        return self.logits(hidden), new_cache
+
+    def hidden_states(self, x: jax.Array, positions: jax.Array, attention_mask: jax.Array, cache: dict | None = None,
+                      segment_ids: jax.Array | None = None):
+        """The layer stack's output before the final norm, and the updated cache (as __call__).
+
+        `segment_ids` (B, T), full pass only: tokens attend within equal ids (packed examples); by
+        default the valid tokens form one segment and the padding another.
+        """
         x = constrain(x.astype(self.dtype), ACT_BATCH_LENGTH_EMBED)
         cos, sin = rope_cos_sin(positions, head_dim(self.cfg), self.cfg.rope_theta)
         if cache is None:
-            key_valid, key_pos = attention_mask, positions
-        else:
-            idx = cache["index"]
-            key_valid = jax.lax.dynamic_update_slice(cache["valid"], attention_mask, (0, idx))
-            key_pos = jax.lax.dynamic_update_slice(cache["pos"], positions.astype(jnp.int32), (0, idx))
+            if segment_ids is None:
+                segment_ids = attention_mask.astype(jnp.int32)
+            return self.layers(x, cos, sin, segment_ids, None), None
+        idx = cache["index"]
+        key_valid = jax.lax.dynamic_update_slice(cache["valid"], attention_mask, (0, idx))
+        key_pos = jax.lax.dynamic_update_slice(cache["pos"], positions.astype(jnp.int32), (0, idx))
         mask = key_valid[:, None, None, :] & (key_pos[:, None, None, :] <= positions[:, None, :, None])
-        if cache is None:
-            x = self.layers(x, cos, sin, mask)
-            new_cache = None
-        else:
-            x, chunk = self.layers(x, cos, sin, mask, idx, per_layer={"k": cache["k"], "v": cache["v"]})
-            # One write of every layer's new keys/values into the stacked cache: in place when the
-            # caller donates the cache, instead of the scan re-emitting the whole cache each step.
-            write = lambda full, new: jax.lax.dynamic_update_slice(full, new, (0, 0, idx, 0, 0))
-            new_cache = {"k": write(cache["k"], chunk["k"]), "v": write(cache["v"], chunk["v"]),
-                         "valid": key_valid, "pos": key_pos, "index": idx + x.shape[1]}
-        x = self.norm(x)
-        if self.lm_head is None:
-            logits = jnp.dot(x, self.embed_tokens[...].astype(self.dtype).T)
-        else:
-            logits = self.lm_head(x)
-        return constrain(logits.astype(jnp.float32), ACT_BATCH_LENGTH_VOCAB), new_cache
+        x, chunk = self.layers(x, cos, sin, None, mask, idx, per_layer={"k": cache["k"], "v": cache["v"]})
+        # One write of every layer's new keys/values into the stacked cache: in place when the
+        # caller donates the cache, instead of the scan re-emitting the whole cache each step.
+        write = lambda full, new: jax.lax.dynamic_update_slice(full, new, (0, 0, idx, 0, 0))
+        return x, {"k": write(cache["k"], chunk["k"]), "v": write(cache["v"], chunk["v"]),
+                   "valid": key_valid, "pos": key_pos, "index": idx + x.shape[1]}
+
+    def output_weights(self) -> jax.Array:
+        """The (width, vocab) output projection in the compute dtype: lm_head's kernel or the tied embedding."""
+        w = self.embed_tokens[...].T if self.lm_head is None else self.lm_head.kernel[...]
+        return w.astype(self.dtype)
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """Final norm and output projection: (B, T, W) hidden states -> (B, T, vocab) float32."""
+        logits = jnp.dot(self.norm(hidden), self.output_weights())
+        return constrain(logits.astype(jnp.float32), ACT_BATCH_LENGTH_VOCAB)

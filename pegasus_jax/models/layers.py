@@ -1,4 +1,4 @@
-"""Building blocks shared by every tower: dense, norms, attention, and the scanned layer stack.
+"""Building blocks shared by every tower: dense, norms, self-attention, and the scanned layer stack.
 
 Conventions (relied on by the Hugging Face weight mapping in pegasus_jax/interop):
 - a dense kernel is stored (in, out), i.e. the transpose of a torch `nn.Linear.weight`;
@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from pegasus_jax.models.attention import attention
 from pegasus_jax.sharding import (
     ACT_ENCODER_LENGTH_EMBED, ACT_ENCODER_LENGTH_HEADS, ACT_ENCODER_LENGTH_MLP, EMBED, HEADS, LAYERS, NORM, constrain,
 )
@@ -93,46 +94,28 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     }[name]
 
 
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
-                          scale: float | None = None) -> jax.Array:
-    """Multi-head attention with grouped KV heads.
-
-    q: (B, T, H, D); k, v: (B, S, K, D) with K dividing H; mask broadcastable to (B, H, T, S), True = attend.
-    Logits and softmax in fp32. Returns (B, T, H, D).
-    """
-    b, t, h, d = q.shape
-    kv = k.shape[2]
-    groups = h // kv
-    scale = d ** -0.5 if scale is None else scale
-    qg = q.reshape(b, t, kv, groups, d)
-    logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
-    if mask is not None:
-        m = jnp.broadcast_to(mask, (b, h, t, k.shape[1])).reshape(b, kv, groups, t, k.shape[1])
-        logits = jnp.where(m, logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
-    return out.reshape(b, t, h, d)
-
-
 class SelfAttention(nnx.Module):
     """Bidirectional MHA with biased q/k/v/o projections (CLIP, SigLIP, Whisper encoder layout); like MLP and
-    PreNormEncoderLayer, an encoder part: its batch is the encoders' (act_encoder_batch)."""
+    PreNormEncoderLayer, an encoder part: its batch is the encoders' (act_encoder_batch).
 
-    def __init__(self, width: int, num_heads: int, *, k_bias: bool = True, dtype=jnp.float32,
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+    `attention` names the backend (models/attention.py BACKENDS; config.model.attention)."""
+
+    def __init__(self, width: int, num_heads: int, *, k_bias: bool = True, attention: str = "auto",
+                 dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.num_heads = num_heads
+        self.backend = attention
         self.q = Dense(width, width, (EMBED, HEADS), **kw)
         self.k = Dense(width, width, (EMBED, HEADS), use_bias=k_bias, **kw)
         self.v = Dense(width, width, (EMBED, HEADS), **kw)
         self.o = Dense(width, width, (HEADS, EMBED), **kw)
 
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array) -> jax.Array:
         b, t, w = x.shape
         split = lambda y: y.reshape(b, t, self.num_heads, w // self.num_heads)
         q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
         q = constrain(q, ACT_ENCODER_LENGTH_HEADS)
-        out = dot_product_attention(q, k, v, mask)
+        out = attention(q, k, v, causal=False, backend=self.backend, layout=ACT_ENCODER_LENGTH_HEADS)
         return self.o(out.reshape(b, t, w))
 
 
@@ -155,15 +138,15 @@ class PreNormEncoderLayer(nnx.Module):
     """x + attn(ln1(x)); x + mlp(ln2(x)). The CLIP/SigLIP/Whisper encoder layer."""
 
     def __init__(self, width: int, num_heads: int, mlp_dim: int, eps: float, act: str, *, k_bias: bool = True,
-                 dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+                 attention: str = "auto", dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.ln1 = LayerNorm(width, eps, **kw)
-        self.attn = SelfAttention(width, num_heads, k_bias=k_bias, **kw)
+        self.attn = SelfAttention(width, num_heads, k_bias=k_bias, attention=attention, **kw)
         self.ln2 = LayerNorm(width, eps, **kw)
         self.mlp = MLP(width, mlp_dim, act, **kw)
 
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        x = x + self.attn(self.ln1(x), mask)
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x + self.attn(self.ln1(x))
         x = x + self.mlp(self.ln2(x))
         return constrain(x, ACT_ENCODER_LENGTH_EMBED)
 

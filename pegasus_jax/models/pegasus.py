@@ -28,7 +28,7 @@ class Pegasus(nnx.Module):
     def __init__(self, m, *, rngs: nnx.Rngs):
         """`m`: the model section of the config (config.model); the model reads nothing else."""
         kw = dict(dtype=dtype_of(m.dtype), param_dtype=dtype_of(m.param_dtype), scan=m.scan_layers,
-                  remat=m.remat_policy, rngs=rngs)
+                  remat=m.remat_policy, attention=m.attention, rngs=rngs)
         self.config = m
         self.video_encoder = VideoEncoder(m.vision, **kw)
         self.audio_encoder = AudioEncoder(m.audio, **kw) if m.audio.enabled else None

@@ -33,11 +33,11 @@ def interpolate_positions(table: jax.Array, length: int) -> jax.Array:
 class TemporalLayer(nnx.Module):
     """x + attn(ln1(x) + pos); x + mlp(ln2(x)); the output projections start at zero."""
 
-    def __init__(self, vcfg, *, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(self, vcfg, *, dtype, param_dtype, attention: str = "auto", rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         w = vcfg.width
         self.ln1 = LayerNorm(w, vcfg.layer_norm_eps, **kw)
-        self.attn = SelfAttention(w, vcfg.num_heads, **kw)
+        self.attn = SelfAttention(w, vcfg.num_heads, attention=attention, **kw)
         self.ln2 = LayerNorm(w, vcfg.layer_norm_eps, **kw)
         self.mlp = MLP(w, vcfg.mlp_dim, ACTIVATIONS[vcfg.kind], **kw)
         for dense in (self.attn.o, self.mlp.fc2):
@@ -51,15 +51,18 @@ class TemporalLayer(nnx.Module):
 
 
 class VideoEncoder(nnx.Module):
-    def __init__(self, vcfg, *, dtype, param_dtype, scan: bool, remat: str, rngs: nnx.Rngs):
-        self.frames = FrameEncoder(vcfg, dtype=dtype, param_dtype=param_dtype, scan=scan, remat=remat, rngs=rngs)
+    def __init__(self, vcfg, *, dtype, param_dtype, scan: bool, remat: str, attention: str = "auto",
+                 rngs: nnx.Rngs):
+        self.frames = FrameEncoder(vcfg, dtype=dtype, param_dtype=param_dtype, scan=scan, remat=remat,
+                                   attention=attention, rngs=rngs)
         self.temporal_depth = vcfg.temporal_depth
         if vcfg.temporal_depth:
             table = posemb.sincos_table(np.arange(vcfg.max_frames), vcfg.width)
             self.temporal_position = param(rngs, posemb.initializer(table), table.shape, (POSITIONS, EMBED),
                                            param_dtype)
-            self.temporal = LayerStack(lambda r: TemporalLayer(vcfg, dtype=dtype, param_dtype=param_dtype, rngs=r),
-                                       vcfg.temporal_depth, scan=scan, remat=remat, rngs=rngs)
+            self.temporal = LayerStack(
+                lambda r: TemporalLayer(vcfg, dtype=dtype, param_dtype=param_dtype, attention=attention, rngs=r),
+                vcfg.temporal_depth, scan=scan, remat=remat, rngs=rngs)
 
     def __call__(self, frames: jax.Array) -> jax.Array:
         """(B, T, H, W, 3) normalised pixels -> (B, T, g, g, width)."""

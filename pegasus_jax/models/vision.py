@@ -37,7 +37,8 @@ def patchify(pixels: jax.Array, patch: int) -> jax.Array:
 
 
 class FrameEncoder(nnx.Module):
-    def __init__(self, vcfg, *, dtype, param_dtype, scan: bool, remat: str, rngs: nnx.Rngs):
+    def __init__(self, vcfg, *, dtype, param_dtype, scan: bool, remat: str, attention: str = "auto",
+                 rngs: nnx.Rngs):
         self.kind = vcfg.kind
         self.patch = vcfg.patch_size
         self.grid = vcfg.image_size // vcfg.patch_size
@@ -55,7 +56,7 @@ class FrameEncoder(nnx.Module):
         self.pre_norm = LayerNorm(width, vcfg.layer_norm_eps, rngs=rngs, **kw) if clip else None
         self.layers = LayerStack(
             lambda r: PreNormEncoderLayer(width, vcfg.num_heads, vcfg.mlp_dim, vcfg.layer_norm_eps,
-                                          ACTIVATIONS[vcfg.kind], rngs=r, **kw),
+                                          ACTIVATIONS[vcfg.kind], attention=attention, rngs=r, **kw),
             vcfg.depth, scan=scan, remat=remat, rngs=rngs)
         self.post_norm = LayerNorm(width, vcfg.layer_norm_eps, rngs=rngs, **kw)
         self.dtype = dtype
