@@ -147,6 +147,15 @@ def test_context_parallel_loss_and_grads_equal_single_device():
     assert "all-gather" in hlo
 
 
+def test_a_sequence_context_does_not_divide_is_a_config_error():
+    from pegasus_jax.errors import ConfigError
+    from pegasus_jax.train.state import TrainSpec
+
+    c = cfg.get("tiny", mesh__data=1, mesh__context=4)  # 2 segments x 17 + 24 or 48 text: 58 and 82 tokens
+    with pytest.raises(ConfigError, match=r"^config.mesh.context: 4 does not divide the decoder sequence of 58 "):
+        TrainSpec.create(c, sharding.make_mesh(c.mesh, jax.devices()[:4]))
+
+
 def test_padding_segments_do_not_change_an_example():
     """A one-segment video gives the same loss alone as inside a batch padded to more segments."""
     c = cfg.get("tiny")
