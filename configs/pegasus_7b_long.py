@@ -3,10 +3,10 @@ tokens, 32,768 decoder tokens per example, split over 4 chips by context paralle
 
     pegasus-jax compile --config configs/pegasus_7b_long.py --topology v5p-128
 
-Expected: fits: yes (figures in benchmarks/RESULTS.md). The model is configs/pegasus_7b.py; this stage
-changes what an example holds. Each 8 s segment becomes 56 decoder tokens: a timestamp marker, 5x5
-pooled visual tokens from 4 frames (one every 2 s; time pooled to 1, which PLLaVA finds the cheaper
-loss), 6 audio tokens and 24 transcript tokens (speech at ~3 tokens/s). 512 x 56 = 28,672 visual tokens
+Measured 2026-12-03 (libtpu, splash attention): fits: no, 292.23 GiB per chip (arguments 2.48 GiB,
+temporaries 289.75 GiB): this stage does not fit v5p-128 yet. The model is configs/pegasus_7b.py; this
+stage changes what an example holds. Each 8 s segment becomes 56 decoder tokens: a timestamp marker, 5x5
+pooled visual tokens from 4 frames (one every 2 s, averaged over time to 1x5x5), 6 audio tokens and 24 transcript tokens (speech at ~3 tokens/s). 512 x 56 = 28,672 visual tokens
 (the budget) + 4,096 text = 32,768. A one-hour video is 450 consecutive segments, every 8 s of it seen.
 
 Training and inference plan segments the same way: both call data_pipelines' `segment_plan` with
