@@ -3,6 +3,8 @@
 
     pegasus-jax compile --config configs/pegasus_80b_long.py --topology v5p-256
 
+Measured 2026-12-03 (libtpu, splash attention): fits: yes, 50.14 GiB per chip of 95 (53%; arguments 6.82
+GiB, outputs 6.75 GiB, temporaries 43.14 GiB), mesh fsdp 32 x tensor 4.
 The model is configs/pegasus_80b.py unchanged; only the data shapes and the batch differ. The global
 batch is 32 examples (267k decoder tokens a step, against 320k for pegasus_80b's 256 x 1,250): each
 example sends 384 frames through the 64-layer ViT, so the frames, not the decoder, set the memory.
