@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from pegasus_jax.config import ATTENTION_BACKENDS as BACKENDS
 from pegasus_jax.models.attention_blockwise import blockwise_attention
-from pegasus_jax.models.attention_splash import splash_attention
+from pegasus_jax.models.attention_splash import LANES, splash_attention
 from pegasus_jax.sharding import ACT_BATCH_LENGTH_HEADS, active_mesh
 
 MASK_BACKENDS = ("xla", "blockwise")  # the backends that take an explicit `mask` (the KV-cache path)
@@ -45,8 +45,12 @@ def platform() -> str:
     return "gpu" if name in ("gpu", "cuda", "rocm") else name
 
 
-def resolve_backend(backend: str, dtype, has_mask: bool = False) -> str:
-    """The concrete backend "auto" stands for here (others are returned as given)."""
+def resolve_backend(backend: str, dtype, has_mask: bool = False, key_length: int | None = None) -> str:
+    """The concrete backend "auto" stands for here (others are returned as given).
+
+    On TPU, keys shorter than one 128-lane splash block (the temporal layers' few frames) go to xla:
+    splash pads both sequences to 128, and at 4 frames that is 32x32 the logits (measured: 72 GiB
+    buffers per chip in pegasus_7b_long)."""
     if backend not in BACKENDS:
         raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
@@ -55,7 +59,7 @@ def resolve_backend(backend: str, dtype, has_mask: bool = False) -> str:
         return "xla"
     where = platform()
     if where == "tpu":
-        return "splash"
+        return "xla" if key_length is not None and key_length < LANES else "splash"
     if where == "gpu" and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
         return "cudnn"
     return "xla"
@@ -128,7 +132,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool, segment
     if (segment_ids is None) != (kv_segment_ids is None):
         raise ValueError("attention: kv_segment_ids without segment_ids")
     scale = d ** -0.5 if scale is None else scale
-    backend = resolve_backend(backend, q.dtype, mask is not None)
+    backend = resolve_backend(backend, q.dtype, mask is not None, k.shape[1])
     if mask is not None and backend not in MASK_BACKENDS:
         raise ValueError(f"attention: an explicit mask is taken by {MASK_BACKENDS}, not {backend!r}")
     if backend == "xla":
