@@ -1,10 +1,21 @@
-"""Sharding: where every array lives, on the (data, fsdp, tensor) mesh by its logical axis names.
+"""Sharding: where every array lives, on the (data, fsdp, context, tensor) mesh by its logical axis names.
 
 Logical axis names are the constants below, in one scheme: activation axes start with `act_`,
 parameter axes have no prefix. Parameters carry logical names in their `out_sharding` metadata (e.g.
 (EMBED, MLP)); activations are constrained with `constrain(x, ACT_BATCH_LENGTH_EMBED)`. The config's
 `mesh.axis_rules` maps each logical name to mesh axes (DEFAULT_AXIS_RULES). The same code runs on
 one CPU device, 8 simulated devices, several processes and a pod: only the mesh changes.
+
+Context parallelism (`mesh.context`): the decoder's sequence axis (act_length) is split over the
+`context` axis, so one example's tokens live on several chips. Attention gathers the whole keys and
+values (act_kv_length, replicated) and each chip attends with its own block of queries: the
+all-gather form of MaxText's two strategies, chosen over ring attention because with grouped-query
+attention K and V are a small fraction of the activations (8 of 32 heads in pegasus_7b, 8 of 64 in
+pegasus_80b), because every attention backend (XLA, blockwise, splash, cuDNN) then runs unchanged on a
+query block against whole keys with the same position-based causal mask, and because the backward
+pass is GSPMD's (a reduce-scatter of dK, dV) rather than a hand-written ring of permutes with its own
+online-softmax bookkeeping. The encoders see independent segments, not one long sequence, so there
+the context axis splits segments (act_encoder_batch) instead of tokens.
 """
 from __future__ import annotations
 
@@ -21,11 +32,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pegasus_jax.errors import ConfigError
 
-MESH_AXES = ("data", "fsdp", "tensor")
+# Order = nesting on the physical torus (create_device_mesh): tensor innermost (its collectives run in
+# every matmul), context next (an all-gather of K/V per layer), then fsdp and data.
+MESH_AXES = ("data", "fsdp", "context", "tensor")
 
 # Activation axes.
 ACT_BATCH = "act_batch"
 ACT_LENGTH = "act_length"
+ACT_KV_LENGTH = "act_kv_length"  # keys/values as attention reads them: whole, gathered over `context`
+ACT_ENCODER_BATCH = "act_encoder_batch"  # the encoders' independent sequences: frames, segments, patches
 ACT_EMBED = "act_embed"
 ACT_HEADS = "act_heads"
 ACT_MLP = "act_mlp"
@@ -46,22 +61,27 @@ LORA_RANK = "lora_rank"
 ACT_BATCH_LENGTH_EMBED = (ACT_BATCH, ACT_LENGTH, ACT_EMBED)
 ACT_BATCH_LENGTH_MLP = (ACT_BATCH, ACT_LENGTH, ACT_MLP)
 ACT_BATCH_LENGTH_HEADS = (ACT_BATCH, ACT_LENGTH, ACT_HEADS, None)  # (B, L, heads, head_dim)
+ACT_BATCH_KV_LENGTH_HEADS = (ACT_BATCH, ACT_KV_LENGTH, ACT_HEADS, None)  # (B, S, kv_heads, head_dim)
+ACT_ENCODER_LENGTH_EMBED = (ACT_ENCODER_BATCH, None, ACT_EMBED)  # (N, tokens, W) in the encoders
+ACT_ENCODER_LENGTH_HEADS = (ACT_ENCODER_BATCH, None, ACT_HEADS, None)
+ACT_ENCODER_LENGTH_MLP = (ACT_ENCODER_BATCH, None, ACT_MLP)
 ACT_BATCH_LENGTH_VOCAB = (ACT_BATCH, ACT_LENGTH, ACT_VOCAB)
 KV_CACHE = (LAYERS, ACT_BATCH, ACT_LENGTH, KV_HEADS, None)  # (depth, B, L, kv_heads, head_dim): batch over
 # data and fsdp, kv heads over tensor, as the k/v projections that fill it
 
-# Logical axis -> mesh axes: the default of config.mesh.axis_rules. The mesh axes are (data, fsdp,
-# tensor). A mesh axis that does not divide a dimension is dropped for that array (logical_to_spec),
+# Logical axis -> mesh axes: the default of config.mesh.axis_rules. The mesh axes are MESH_AXES. A mesh axis that does not divide a dimension is dropped for that array (logical_to_spec),
 # so tiny test models shard on any mesh.
 DEFAULT_AXIS_RULES = (
     (ACT_BATCH, ("data", "fsdp")),
-    (ACT_LENGTH, None),
+    (ACT_LENGTH, "context"),
+    (ACT_KV_LENGTH, None),
+    (ACT_ENCODER_BATCH, ("data", "fsdp", "context")),
     (ACT_EMBED, None),
     (ACT_HEADS, "tensor"),
     (ACT_MLP, "tensor"),
     (ACT_VOCAB, "tensor"),
     (LAYERS, None),
-    (EMBED, "fsdp"),
+    (EMBED, ("fsdp", "context")),  # context chips hold parameter shards too (FSDP over them, as MaxText)
     (MLP, "tensor"),
     (HEADS, "tensor"),
     (KV_HEADS, "tensor"),
@@ -74,7 +94,7 @@ DEFAULT_AXIS_RULES = (
 # Names of older releases (configs and checkpoints written before the act_ scheme), read as the new ones.
 LEGACY_AXIS_NAMES = {"batch": ACT_BATCH, "length": ACT_LENGTH}
 # The axes that may also span slices, over the data-center network (DCN) between them: `dcn_data`
-# and `dcn_fsdp` in the config. Tensor is not offered over DCN: tensor-parallel collectives run in
+# and `dcn_fsdp` in the config. Tensor and context are not offered over DCN: their collectives run in
 # every layer, on the critical path, and need the ICI bandwidth inside a slice.
 DCN_AXES = ("data", "fsdp")
 
@@ -99,7 +119,7 @@ def _fill(sizes: dict[str, int], total: int, product: str, what: str) -> tuple[i
 def mesh_shapes(mesh_cfg, num_devices: int, num_slices: int = 1) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(ICI shape, DCN shape) over MESH_AXES: the axis sizes inside one slice and across slices.
 
-    `mesh.data/fsdp/tensor` are per-slice sizes (-1 fills a slice's devices); `mesh.dcn_data` and
+    `mesh.data/fsdp/context/tensor` are per-slice sizes (-1 fills a slice's devices); `mesh.dcn_data` and
     `mesh.dcn_fsdp` split the slices (-1 fills them, so one slice gives 1).
     """
     if num_devices % num_slices:
@@ -113,7 +133,8 @@ def mesh_shapes(mesh_cfg, num_devices: int, num_slices: int = 1) -> tuple[tuple[
     dcn_shape = _fill(dcn, num_slices, "dcn_data*dcn_fsdp",
                       f"the {num_slices} slice{'s' if num_slices > 1 else ''} the devices form")
     ici = {ax: getattr(mesh_cfg, ax) for ax in MESH_AXES}
-    return _fill(ici, per_slice, "data*fsdp*tensor", what), dcn_shape + (1,)
+    dcn_sizes = dict(zip(DCN_AXES, dcn_shape))
+    return _fill(ici, per_slice, "*".join(MESH_AXES), what), tuple(dcn_sizes.get(ax, 1) for ax in MESH_AXES)
 
 
 def mesh_shape(mesh_cfg, num_devices: int, num_slices: int = 1) -> tuple[int, ...]:
@@ -133,10 +154,10 @@ def device_slices(devices: Sequence[jax.Device]) -> list[list[jax.Device]]:
 
 
 def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """The (data, fsdp, tensor) mesh, laid out on the physical topology.
+    """The (data, fsdp, context, tensor) mesh, laid out on the physical topology.
 
     One slice: `mesh_utils.create_device_mesh`. Several: `create_hybrid_device_mesh`, which keeps
-    every ICI group (each slice's data x fsdp x tensor block) inside one slice and puts only the DCN
+    every ICI group (each slice's data x fsdp x context x tensor block) inside one slice and puts only the DCN
     part of data/fsdp across slices. When the mesh cannot follow the topology this is a one-line
     ConfigError, unless `mesh.allow_split_physical_axes` is set: then JAX may split physical axes,
     and if even that fails the devices are reshaped in order, with a WARNING.
@@ -156,7 +177,7 @@ def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
     except (ValueError, NotImplementedError, AssertionError) as e:
         if not split:
             raise ConfigError(
-                f"config.mesh: (data, fsdp, tensor) = {layout} cannot follow the physical topology of "
+                f"config.mesh: ({', '.join(MESH_AXES)}) = {layout} cannot follow the physical topology of "
                 f"{_topology_name(slices)} ({_first_sentence(e)}); choose axis sizes that are products of "
                 "whole torus axes, or set config.mesh.allow_split_physical_axes=True") from None
         try:
@@ -222,6 +243,8 @@ def rules_dict(axis_rules) -> dict[str, tuple[str, ...]]:
             out[name] = (target,)
         else:
             out[name] = tuple(target)
+    # Tables written before the encoders had their own batch name sharded them by act_batch: keep that.
+    out.setdefault(ACT_ENCODER_BATCH, out.get(ACT_BATCH, ()))
     return out
 
 

@@ -87,7 +87,7 @@ def test_splash_under_shard_map_matches_xla():
     shard_map, batch over data and heads over tensor; with 2 KV heads over tensor=2 each device keeps its own."""
     q, k, v = qkv(kv=2)
     ids = packed_ids()
-    mesh = Mesh(np.array(jax.devices()[:4]).reshape(2, 1, 2), sharding.MESH_AXES)
+    mesh = Mesh(np.array(jax.devices()[:4]).reshape(2, 1, 1, 2), sharding.MESH_AXES)
 
     def under_mesh(backend):
         def fn(q, k, v):

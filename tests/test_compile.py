@@ -2,6 +2,7 @@
 
 The 80B compile takes minutes on 2 cores; it is marked `slow` and still runs in `make test`.
 """
+import json
 import os
 import subprocess
 import sys
@@ -25,19 +26,25 @@ def report_value(stdout, prefix):
 
 
 @pytest.mark.slow
-def test_80b_compiles_for_two_v5p_slices_and_fits():
+def test_80b_compiles_for_two_v5p_slices_and_fits(tmp_path):
     """The suite's one 80B compile: two v5p-128 slices (128 chips), the multi-slice mesh of make_mesh
-    (fsdp x tensor inside each slice, data across the two over DCN)."""
+    (fsdp x tensor inside each slice, data across the two over DCN). Attention is `auto`, which on TPU is
+    the Pallas splash kernel: the lowered step calls its forward and both backward kernels."""
     # 2026-12-03: 279 s on 2 quiet cores, 1231 s while other jobs shared them; the timeout only guards hangs.
+    report = tmp_path / "report.json"
     run = compile_cli("--config", "configs/pegasus_80b.py", "--topology", "v5p-128", "--num-slices", "2",
-                      timeout=2700)
+                      "--json", str(report), timeout=2700)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "fits: yes" in run.stdout.splitlines(), run.stdout
     assert report_value(run.stdout, "topology:") == ("topology: 2 x v5p-128 (2 slices, 128 chips in all, "
                                                      "95 GiB HBM each)")
-    assert report_value(run.stdout, "mesh:") == "mesh: data 2 x fsdp 16 x tensor 4"
+    assert report_value(run.stdout, "mesh:") == "mesh: data 2 x fsdp 16 x context 1 x tensor 4"
     total = float(report_value(run.stdout, "per-chip memory:").rsplit("total", 1)[1].split("GiB")[0])
     assert 0 < total <= 95
+    kernels = json.loads(report.read_text())["kernels"]
+    for phase in ("fwd", "dq", "dkv"):  # splash_mha_<phase>_segmented[_residuals|_no_residuals]
+        assert any(k.startswith(f"splash_mha_{phase}_segmented") for k in kernels), kernels
+    assert report_value(run.stdout, "kernels:") == "kernels: " + ", ".join(kernels)
 
 
 def test_oversized_batch_reports_does_not_fit():

@@ -60,33 +60,33 @@ def test_topology_devices_carry_slice_index(two_slices):
 @pytest.mark.parametrize("dcn_data", [2, -1])
 def test_dcn_data_puts_each_slice_in_its_part_of_the_data_axis(two_slices, dcn_data):
     mesh = sharding.make_mesh(mesh_cfg(data=1, fsdp=-1, tensor=4, dcn_data=dcn_data), two_slices)
-    assert dict(mesh.shape) == {"data": 2, "fsdp": 16, "tensor": 4}
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 16, "context": 1, "tensor": 4}
     s = slice_of(mesh)
     assert (s[0] == 0).all() and (s[1] == 1).all()
     # Within a slice the ICI axes follow the torus: every tensor group is one ring of 4 chips.
-    assert all(is_torus_line(mesh.devices[i, j, :]) for i in range(2) for j in range(16))
+    assert all(is_torus_line(mesh.devices[i, j, 0, :]) for i in range(2) for j in range(16))
 
 
 def test_ici_data_and_dcn_data_stack(two_slices):
     mesh = sharding.make_mesh(mesh_cfg(data=4, fsdp=4, tensor=4, dcn_data=2), two_slices)
-    assert dict(mesh.shape) == {"data": 8, "fsdp": 4, "tensor": 4}
+    assert dict(mesh.shape) == {"data": 8, "fsdp": 4, "context": 1, "tensor": 4}
     s = slice_of(mesh)
     for i in range(8):
         assert (s[i] == i // 4).all()  # the DCN index is the outer part of the data axis
     # every fsdp and every tensor group is one ring of its slice's torus
-    assert all(is_torus_line(mesh.devices[i, :, k]) for i in range(8) for k in range(4))
-    assert all(is_torus_line(mesh.devices[i, j, :]) for i in range(8) for j in range(4))
+    assert all(is_torus_line(mesh.devices[i, :, 0, k]) for i in range(8) for k in range(4))
+    assert all(is_torus_line(mesh.devices[i, j, 0, :]) for i in range(8) for j in range(4))
 
 
 def test_dcn_fsdp_spans_slices_only_along_its_dcn_part(two_slices):
     mesh = sharding.make_mesh(mesh_cfg(data=1, fsdp=-1, tensor=4, dcn_data=1, dcn_fsdp=2), two_slices)
-    assert dict(mesh.shape) == {"data": 1, "fsdp": 32, "tensor": 4}
+    assert dict(mesh.shape) == {"data": 1, "fsdp": 32, "context": 1, "tensor": 4}
     s = slice_of(mesh)
     for j in range(32):
         assert (s[0, j] == j // 16).all()  # fsdp index j: slice j // 16, so each tensor group in one slice
     # The slowly varying (DCN) half of fsdp crosses slices; the ICI part of each half stays inside one.
     assert (s[0, :16] == 0).all() and (s[0, 16:] == 1).all()
-    assert all(is_torus_line(mesh.devices[0, j, :]) for j in range(32))
+    assert all(is_torus_line(mesh.devices[0, j, 0, :]) for j in range(32))
 
 
 def test_mesh_that_cannot_follow_the_topology_is_a_one_line_error(two_slices):
@@ -94,14 +94,14 @@ def test_mesh_that_cannot_follow_the_topology_is_a_one_line_error(two_slices):
         sharding.make_mesh(mesh_cfg(data=1, fsdp=8, tensor=8, dcn_data=-1), two_slices)
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("config.mesh:")
-    assert "(1, 8, 8)" in msg and "(2, 1, 1)" in msg and "4x4x4" in msg
+    assert "(1, 8, 1, 8)" in msg and "(2, 1, 1, 1)" in msg and "4x4x4" in msg
     assert "config.mesh.allow_split_physical_axes" in msg
 
 
 def test_opt_in_splits_physical_axes_with_a_warning(two_slices, caplog):
     with caplog.at_level(logging.WARNING, logger="pegasus_jax.sharding"):
         mesh = sharding.make_mesh(mesh_cfg(data=1, fsdp=8, tensor=8, allow_split_physical_axes=True), two_slices)
-    assert dict(mesh.shape) == {"data": 2, "fsdp": 8, "tensor": 8}
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 8, "context": 1, "tensor": 8}
     s = slice_of(mesh)
     assert (s[0] == 0).all() and (s[1] == 1).all()  # still one slice per DCN index
     assert len(set(mesh.devices.ravel())) == 128
@@ -133,7 +133,7 @@ def test_reshape_fallback_tiles_slices_like_the_hybrid_builder():
 def test_dcn_sizes_must_match_the_slices(two_slices):
     with pytest.raises(ConfigError, match=r"^config\.mesh: dcn_data\*dcn_fsdp = 4 does not match the 2 slices"):
         sharding.make_mesh(mesh_cfg(dcn_data=4), two_slices)
-    with pytest.raises(ConfigError, match=r"^config\.mesh: data\*fsdp\*tensor = 32 does not match the 64 devices "
+    with pytest.raises(ConfigError, match=r"^config\.mesh: data\*fsdp\*context\*tensor = 32 does not match the 64 devices "
                                           r"of each of the 2 slices$"):
         sharding.make_mesh(mesh_cfg(data=1, fsdp=8, tensor=4), two_slices)
 
@@ -142,14 +142,14 @@ def test_cpu_devices_build_the_mesh_as_before():
     devices = jax.devices()
     assert len(devices) == 8 and not hasattr(devices[0], "slice_index")
     mesh = sharding.make_mesh(mesh_cfg(data=2, fsdp=2, tensor=2))
-    assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
-    assert (mesh.devices == np.asarray(devices).reshape(2, 2, 2)).all()  # list order, as before
-    assert dict(sharding.make_mesh(mesh_cfg()).shape) == {"data": 8, "fsdp": 1, "tensor": 1}
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "context": 1, "tensor": 2}
+    assert (mesh.devices == np.asarray(devices).reshape(2, 2, 1, 2)).all()  # list order, as before
+    assert dict(sharding.make_mesh(mesh_cfg()).shape) == {"data": 8, "fsdp": 1, "context": 1, "tensor": 1}
     assert dict(sharding.make_mesh(mesh_cfg(fsdp=-1, data=1), devices[:4]).shape) == {"data": 1, "fsdp": 4,
-                                                                                      "tensor": 1}
+                                                                                      "context": 1, "tensor": 1}
     with pytest.raises(ConfigError, match=r"^config\.mesh: dcn_data\*dcn_fsdp = 2 does not match the 1 slice "):
         sharding.make_mesh(mesh_cfg(dcn_data=2))
-    with pytest.raises(ConfigError, match=r"^config\.mesh: data\*fsdp\*tensor = 6 does not match the 8 available"):
+    with pytest.raises(ConfigError, match=r"^config\.mesh: data\*fsdp\*context\*tensor = 6 does not match the 8 available"):
         sharding.make_mesh(mesh_cfg(data=3, fsdp=2))
 
 

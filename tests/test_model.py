@@ -1,5 +1,7 @@
 """The composed model: pooling matches torch, parameter counts match the analytic formula, and the
 forward + loss give the same value on 1 device and sharded over 8 simulated devices."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +15,7 @@ from pegasus_jax import sharding
 from pegasus_jax.models.alignment import adaptive_avg_pool, pool_shape
 from pegasus_jax.models.param_count import analytic_param_counts
 from pegasus_jax.models.pegasus import Pegasus, loss_fn
+from pegasus_jax.scaling.flops import decoder_sequence_length
 
 
 def random_batch(config, batch_size=8, seed=0):
@@ -112,6 +115,54 @@ def test_sharded_loss_equals_single_device(scan):
     # the fsdp x tensor run really is sharded: some parameter is split over both mesh axes
     specs = {tuple(x.sharding.spec) for x in jax.tree.leaves(state)}
     assert any("fsdp" in s and "tensor" in s for s in specs)
+
+
+def test_context_parallel_loss_and_grads_equal_single_device():
+    """context=4 x fsdp=2: each example's decoder sequence is split four ways, keys and values gathered.
+    The loss and gradients equal one device's, and the compiled program really splits the sequence: the
+    attention logits one device holds are (its 29 queries) x (all 116 keys), never 116 x 116."""
+    c = cfg.get("tiny", data__max_segments=4, model__align__visual_token_budget=128)
+    length = decoder_sequence_length(c)
+    assert length == 116  # 4 segments x 17 tokens + 48 text: divisible by 4
+    batch = random_batch(c, batch_size=2)
+
+    def loss_and_grads(mesh_axes, context):
+        config = c.copy_and_resolve_references()
+        config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_axes
+        config.mesh.context = context
+        mesh = sharding.make_mesh(config.mesh, jax.devices()[:int(np.prod(mesh_axes)) * context])
+        graphdef, state = nnx.split(Pegasus(config.model, rngs=nnx.Rngs(0)))
+        rules = config.mesh.axis_rules
+        state = jax.device_put(state, sharding.state_shardings(state, mesh, rules))
+        placed = {k: jax.device_put(v, sharding.batch_sharding(mesh, rules, v.ndim)) for k, v in batch.items()}
+
+        def f(state, batch):
+            with sharding.activation_sharding(mesh, rules):
+                return loss_fn(nnx.merge(graphdef, state), batch)[0]
+
+        step = jax.jit(jax.value_and_grad(f)).lower(state, placed).compile()
+        loss, grads = step(state, placed)
+        return float(loss), jax.tree.map(np.asarray, grads), step.as_text()
+
+    single, single_grads, _ = loss_and_grads((1, 1, 1), 1)
+    split, split_grads, hlo = loss_and_grads((1, 2, 1), 4)
+    assert np.isfinite(single) and abs(single - split) <= 1e-5
+    for a, b in zip(jax.tree.leaves(single_grads), jax.tree.leaves(split_grads)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    shapes = {tuple(int(d) for d in m.split(",")) for m in re.findall(r"f32\[([\d,]+)\]", hlo)}
+    block = length // 4
+    assert any(s[-2:] == (block, length) for s in shapes), sorted(shapes)
+    assert not any(s[-2:] == (length, length) for s in shapes)
+    assert "all-gather" in hlo
+
+
+def test_a_sequence_context_does_not_divide_is_a_config_error():
+    from pegasus_jax.errors import ConfigError
+    from pegasus_jax.train.state import TrainSpec
+
+    c = cfg.get("tiny", mesh__data=1, mesh__context=4)  # 2 segments x 17 + 24 or 48 text: 58 and 82 tokens
+    with pytest.raises(ConfigError, match=r"^config.mesh.context: 4 does not divide the decoder sequence of 58 "):
+        TrainSpec.create(c, sharding.make_mesh(c.mesh, jax.devices()[:4]))
 
 
 def test_padding_segments_do_not_change_an_example():

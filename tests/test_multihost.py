@@ -130,12 +130,12 @@ def test_a_layout_no_corpus_split_can_feed_is_refused():
     rules = (("batch", ("data", "fsdp")),)
     # fsdp shard -> its two tensor devices: shards 0 and 1 on host 0, 2 and 3 on host 1 -> two groups.
     fine = np.array([[host[0][0], host[0][1]], [host[0][2], host[0][3]],
-                     [host[1][0], host[1][1]], [host[1][2], host[1][3]]]).reshape(1, 4, 2)
+                     [host[1][0], host[1][1]], [host[1][2], host[1][3]]]).reshape(1, 4, 1, 2)
     layout = BatchLayout.create(Mesh(fine, MESH_AXES), rules, 8, 1)
     assert (layout.rows, layout.group, layout.num_groups) == ((4, 5, 6, 7), 1, 2)
     # Shard 1 spans both hosts: host 0 feeds shards 0, 1 and host 1 feeds shards 1, 2, 3.
     mixed = np.array([[host[0][0], host[0][1]], [host[0][2], host[1][0]],
-                      [host[1][1], host[1][2]], [host[1][3], host[0][3]]]).reshape(1, 4, 2)
+                      [host[1][1], host[1][2]], [host[1][3], host[0][3]]]).reshape(1, 4, 1, 2)
     with pytest.raises(ConfigError, match=r"^config.mesh: processes 0 and 1 feed overlapping but different batch "
                                           r"rows \(0:4,6:8 vs 2:8\)"):
         BatchLayout.create(Mesh(mixed, MESH_AXES), rules, 8, 0)
@@ -230,7 +230,7 @@ def _train_with_tensor_pairs_across_processes(workdir, args):
     config = load_config("configs/tiny.py", dict(a[len("--config."):].split("=", 1) for a in args))
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, 2, 2
     by_process = [[d for d in jax.devices() if d.process_index == p] for p in range(jax.process_count())]
-    grid = np.array([[by_process[0][i], by_process[1][i]] for i in range(2)]).reshape(1, 2, 2)
+    grid = np.array([[by_process[0][i], by_process[1][i]] for i in range(2)]).reshape(1, 2, 1, 2)
     mesh = Mesh(grid, MESH_AXES)
     assert all(len({d.process_index for d in pair}) == 2 for pair in grid.reshape(2, 2))
     log_to_stderr()

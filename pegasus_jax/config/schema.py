@@ -14,7 +14,7 @@ import ml_collections
 
 from data_pipelines.decode.video import FRAME_RESIZES
 from pegasus_jax.errors import ConfigError
-from pegasus_jax.sharding import DEFAULT_AXIS_RULES
+from pegasus_jax.sharding import DEFAULT_AXIS_RULES, MESH_AXES
 
 VISION_KINDS = ("clip", "siglip")
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
@@ -317,6 +317,8 @@ def mesh_config() -> ml_collections.ConfigDict:
     me.data = -1  # -1 takes the devices of a slice the other axes leave
     me.fsdp = 1
     me.tensor = 1
+    # Context parallelism: each example's decoder sequence split over this many chips (sharding.py says how).
+    me.context = 1
     # DCN axes: how the slices of a multi-slice job (devices' `slice_index`) split over data and fsdp.
     # There is no dcn_tensor: tensor-parallel collectives run every layer and need ICI bandwidth.
     me.dcn_data = -1  # -1 takes the slices dcn_fsdp leaves (1 on a single slice)
@@ -329,10 +331,10 @@ def mesh_config() -> ml_collections.ConfigDict:
 
 
 def check_mesh(me) -> None:
-    for axis in ("data", "fsdp", "tensor"):
+    for axis in MESH_AXES:
         size = me[axis]
         _require(size == -1 or size >= 1, f"config.mesh.{axis}", f"must be -1 or >= 1, got {size}")
-    _require(sum(me[ax] == -1 for ax in ("data", "fsdp", "tensor")) <= 1, "config.mesh", "at most one axis may be -1")
+    _require(sum(me[ax] == -1 for ax in MESH_AXES) <= 1, "config.mesh", "at most one axis may be -1")
     for axis in ("dcn_data", "dcn_fsdp"):
         size = me[axis]
         _require(size == -1 or size >= 1, f"config.mesh.{axis}", f"must be -1 or >= 1, got {size!r}")
@@ -340,6 +342,8 @@ def check_mesh(me) -> None:
     # Tensor parallelism over DCN is not offered: its collectives run in every layer and need ICI bandwidth.
     _require("dcn_tensor" not in me, "config.mesh.dcn_tensor",
              "tensor parallelism across slices is not offered (its per-layer collectives need ICI bandwidth)")
+    _require("dcn_context" not in me, "config.mesh.dcn_context",
+             "context parallelism across slices is not offered (its per-layer collectives need ICI bandwidth)")
 
 
 # ---- the whole config --------------------------------------------------------------------------

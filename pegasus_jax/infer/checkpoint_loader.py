@@ -61,7 +61,7 @@ def tokenizer_from_metadata(meta: dict):
 
 def parse_mesh(spec) -> dict[str, int]:
     """'fsdp=4,tensor=2' (or a dict) -> mesh axis sizes; axes not named are data=-1 (every device left
-    over), fsdp=1, tensor=1."""
+    over), fsdp=1, context=1, tensor=1."""
     if isinstance(spec, str):
         pairs = [part.split("=", 1) for part in spec.split(",") if part.strip()]
         if any(len(p) != 2 for p in pairs):
@@ -73,7 +73,7 @@ def parse_mesh(spec) -> dict[str, int]:
     unknown = set(spec) - set(sharding.MESH_AXES)
     if unknown:
         raise ConfigError(f"--mesh: unknown axis {sorted(unknown)[0]!r} (axes: {', '.join(sharding.MESH_AXES)})")
-    return {"data": -1, "fsdp": 1, "tensor": 1, **spec}
+    return {"data": -1, "fsdp": 1, "context": 1, "tensor": 1, **spec}
 
 
 def load(path: str, devices=None, *, mesh=None, dtype: str | None = None):
@@ -89,8 +89,7 @@ def load(path: str, devices=None, *, mesh=None, dtype: str | None = None):
     workdir, step = checkpoint.resolve_checkpoint(path)
     meta = checkpoint.read_metadata(workdir, step)
     config = config_from_metadata(meta)
-    sizes = parse_mesh(mesh) if mesh is not None else {"data": -1, "fsdp": 1, "tensor": 1}
-    config.mesh.update(sizes)
+    config.mesh.update(parse_mesh(mesh if mesh is not None else {}))
     config.mesh.dcn_data, config.mesh.dcn_fsdp = -1, 1  # the inference devices, whatever slices trained it
     if dtype is not None:
         if dtype not in DTYPES:

@@ -2,15 +2,14 @@
 
 Long videos stream: each segment is decoded (sparse seeks, only its frames and its audio), encoded
 and pooled, and only the pooled tokens are kept, so host and device memory stay bounded by one
-segment plus the pooled sequence, whatever the duration. The visual-token budget decides how many
-segments are encoded (spread uniformly over the video when the budget cannot hold all of them) and
-how hard each is pooled.
+segment plus the pooled sequence, whatever the duration. Segments are planned and pooled as training
+plans them (`plan_segments`): up to data.max_segments consecutive segments, or that many equal windows
+over a longer video, pooled to fit the visual-token budget at that count.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 
 import jax
@@ -21,7 +20,7 @@ from flax import nnx
 from data_pipelines.decode import video as video_io
 from data_pipelines.contract import example_spec
 from pegasus_jax.errors import UserError
-from pegasus_jax.models.alignment import pool_shape, tokens_per_segment
+from pegasus_jax.models.alignment import pool_shape
 
 
 @dataclasses.dataclass
@@ -49,35 +48,29 @@ def check_video(video: video_io.Media) -> video_io.VideoInfo:
     return info
 
 
-def plan_segments(config, duration: float) -> tuple[list[float], tuple[int, int, int]]:
-    """Segment start times and the pooling target for a whole video within the token budget."""
-    seg = config.model.align.segment_seconds
-    wanted = max(1, math.ceil(duration / seg))
-    audio = config.model.align.audio_tokens if config.model.audio.enabled else 0
-    smallest = tokens_per_segment((1, 1, 1), audio, config.model.transcript_tokens)
-    count = min(wanted, config.model.align.visual_token_budget // smallest)
-    if count < wanted:  # spread the segments we can afford over the whole video
-        starts = [i * (duration - seg) / max(count - 1, 1) for i in range(count)]
-    else:
-        starts = [i * seg for i in range(count)]
-    return starts, pool_shape(config.model, count)
+def plan_segments(config, duration: float) -> tuple[list[video_io.Segment], tuple[int, int, int]]:
+    """The segments and pooling of a whole video, as training builds them: the data pipeline's
+    `segment_plan` with data.max_segments (consecutive segments, or that many equal windows over a longer
+    video), pooled at `pool_shape` of data.max_segments, the padded count every training batch has."""
+    a, segments = config.model.align, config.data.max_segments
+    plan = video_io.segment_plan(duration, a.segment_seconds, a.frames_per_segment, segments)
+    return plan, pool_shape(config.model, segments)
 
 
-def segment_batch(config, data: video_io.Media, start: float, has_audio: bool) -> dict:
-    """A one-example, one-segment batch (frames + audio of [start, start + segment_seconds))."""
+def segment_batch(config, data: video_io.Media, segment: video_io.Segment, has_audio: bool) -> dict:
+    """A one-example, one-segment batch: the segment's frames and the first segment_seconds of its audio,
+    the arrays the training pipeline (data_pipelines/decode/media.py) builds for it."""
     spec = example_spec(config)
-    seg = config.model.align.segment_seconds
-    f = config.model.align.frames_per_segment
-    times = [start + (i + 0.5) * seg / f for i in range(f)]
     v = config.model.vision
-    frames, _ = video_io.sample_frames(data, times, v.image_size, resize=v.frame_resize)
+    frames, _ = video_io.sample_frames(data, segment.timestamps, v.image_size, resize=v.frame_resize)
     batch = {k: np.zeros((1, 1) + shape[1:], dtype) for k, (shape, dtype) in spec.items() if k not in
              ("tokens", "targets", "loss_mask", "text_mask")}
     batch["frames"][0, 0] = frames
     batch["segment_mask"][:] = True
-    batch["segment_start"][:] = start
+    batch["segment_start"][:] = segment.start
     if has_audio and config.model.audio.enabled:
-        wave = video_io.decode_audio(data, config.data.sample_rate, start, start + seg)
+        end = segment.start + config.model.align.segment_seconds
+        wave = video_io.decode_audio(data, config.data.sample_rate, segment.start, end)
         n = min(len(wave), batch["audio"].shape[-1])
         batch["audio"][0, 0, :n] = wave[:n]
         batch["audio_mask"][:] = n > 0
@@ -89,12 +82,11 @@ def whole_video_batch(config, data: video_io.Media, prompt_ids: list[int]) -> di
     single full forward pass (what an exported model is checked on). Only for videos whose segments fit
     the configured pooling target, where this pass and segment-wise encoding agree."""
     info = check_video(data)
-    starts, pool = plan_segments(config, info.duration)
-    a = config.model.align
-    if pool != (a.pool_t, a.pool_h, a.pool_w):
-        raise UserError(f"--video: {info.duration:.0f} s needs pooling {pool} to fit the token budget; a whole-video "
-                        f"forward pools to the configured ({a.pool_t}, {a.pool_h}, {a.pool_w})")
-    segments = [segment_batch(config, data, start, info.has_audio) for start in starts]
+    plan, pool = plan_segments(config, info.duration)
+    if pool_shape(config.model, len(plan)) != pool:
+        raise UserError(f"--video: its {len(plan)} segments pool to {pool_shape(config.model, len(plan))} in one "
+                        f"forward, not to {pool} as data.max_segments={config.data.max_segments} are")
+    segments = [segment_batch(config, data, segment, info.has_audio) for segment in plan]
     batch = {k: np.concatenate([s[k] for s in segments], axis=1) for k in segments[0]}
     batch["tokens"] = np.asarray([prompt_ids], np.int32)
     batch["text_mask"] = np.ones_like(batch["tokens"], bool)
@@ -130,21 +122,22 @@ class SegmentEncoder:
 
     def _encode_media(self, data: video_io.Media) -> VideoPrefix:
         info = check_video(data)
-        starts, pool = plan_segments(self.config, info.duration)
+        plan, pool = plan_segments(self.config, info.duration)
         parts, masks = [], []
         has_audio = info.has_audio and self.use_audio
         if self.still:
             v = self.config.model.vision
             still_frame = video_io.sample_frames(data, [info.duration / 2], v.image_size, resize=v.frame_resize)[0][0]
-        for start in starts:
+        for segment in plan:
             try:
-                batch = segment_batch(self.config, data, start, has_audio)
+                batch = segment_batch(self.config, data, segment, has_audio)
             except video_io.DecodeError as e:  # the header was fine but the stream is not, e.g. cut short
                 name = data if isinstance(data, str) else "<bytes>"
-                raise UserError(f"--video: {name} fails to decode at {start:.1f}s ({e})") from None
+                raise UserError(f"--video: {name} fails to decode at {segment.start:.1f}s ({e})") from None
             if self.still:
                 batch["frames"][0, 0] = still_frame
             emb, mask = self._encode(self.state, batch, pool)
             parts.append(emb)
             masks.append(mask)
-        return VideoPrefix(jnp.concatenate(parts, axis=1), jnp.concatenate(masks, axis=1), info.duration, starts)
+        return VideoPrefix(jnp.concatenate(parts, axis=1), jnp.concatenate(masks, axis=1), info.duration,
+                           [segment.start for segment in plan])

@@ -32,8 +32,8 @@ import jax.numpy as jnp
 
 from pegasus_jax.config import ATTENTION_BACKENDS as BACKENDS
 from pegasus_jax.models.attention_blockwise import blockwise_attention
-from pegasus_jax.models.attention_splash import splash_attention
-from pegasus_jax.sharding import active_mesh
+from pegasus_jax.models.attention_splash import LANES, splash_attention
+from pegasus_jax.sharding import ACT_BATCH_LENGTH_HEADS, active_mesh
 
 MASK_BACKENDS = ("xla", "blockwise")  # the backends that take an explicit `mask` (the KV-cache path)
 
@@ -45,8 +45,12 @@ def platform() -> str:
     return "gpu" if name in ("gpu", "cuda", "rocm") else name
 
 
-def resolve_backend(backend: str, dtype, has_mask: bool = False) -> str:
-    """The concrete backend "auto" stands for here (others are returned as given)."""
+def resolve_backend(backend: str, dtype, has_mask: bool = False, key_length: int | None = None) -> str:
+    """The concrete backend "auto" stands for here (others are returned as given).
+
+    On TPU, keys shorter than one 128-lane splash block (the temporal layers' few frames) go to xla:
+    splash pads both sequences to 128, and at 4 frames that is 32x32 the logits (measured: 72 GiB
+    buffers per chip in pegasus_7b_long)."""
     if backend not in BACKENDS:
         raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
@@ -55,7 +59,7 @@ def resolve_backend(backend: str, dtype, has_mask: bool = False) -> str:
         return "xla"
     where = platform()
     if where == "tpu":
-        return "splash"
+        return "xla" if key_length is not None and key_length < LANES else "splash"
     if where == "gpu" and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
         return "cudnn"
     return "xla"
@@ -113,8 +117,11 @@ def cudnn_attention(q, k, v, *, causal: bool, segment_ids, kv_segment_ids, scale
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool, segment_ids: jax.Array | None = None,
               kv_segment_ids: jax.Array | None = None, mask: jax.Array | None = None, backend: str = "xla",
-              scale: float | None = None) -> jax.Array:
-    """Multi-head attention (see the module docstring). Returns (B, T, H, D) in q's dtype."""
+              scale: float | None = None, layout: tuple = ACT_BATCH_LENGTH_HEADS) -> jax.Array:
+    """Multi-head attention (see the module docstring). Returns (B, T, H, D) in q's dtype.
+
+    `layout`: q's logical axes, which splash's shard_map splits by: the decoder's (batch = examples), or
+    sharding.ACT_ENCODER_LENGTH_HEADS in the encoders (batch = segments, split over context too)."""
     b, t, h, d = q.shape
     if k.ndim != 4 or k.shape != v.shape or k.shape[0] != b or k.shape[3] != d or h % k.shape[2]:
         raise ValueError(f"attention: q {q.shape} needs k, v (B, S, K, D) with K dividing H; got {k.shape}, {v.shape}")
@@ -125,7 +132,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool, segment
     if (segment_ids is None) != (kv_segment_ids is None):
         raise ValueError("attention: kv_segment_ids without segment_ids")
     scale = d ** -0.5 if scale is None else scale
-    backend = resolve_backend(backend, q.dtype, mask is not None)
+    backend = resolve_backend(backend, q.dtype, mask is not None, k.shape[1])
     if mask is not None and backend not in MASK_BACKENDS:
         raise ValueError(f"attention: an explicit mask is taken by {MASK_BACKENDS}, not {backend!r}")
     if backend == "xla":
@@ -135,6 +142,6 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool, segment
                                    mask=mask, scale=scale)
     if backend == "splash":
         return splash_attention(q, k, v, causal=causal, segment_ids=segment_ids, kv_segment_ids=kv_segment_ids,
-                                scale=scale, interpret=platform() != "tpu")
+                                scale=scale, interpret=platform() != "tpu", layout=layout)
     return cudnn_attention(q, k, v, causal=causal, segment_ids=segment_ids, kv_segment_ids=kv_segment_ids,
                            scale=scale)

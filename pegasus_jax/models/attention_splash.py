@@ -63,8 +63,12 @@ def _local(q, k, v, q_seg, kv_seg, *, causal: bool, offset: int, interpret: bool
 
 
 def splash_attention(q, k, v, *, causal: bool, segment_ids=None, kv_segment_ids=None, scale: float,
-                     interpret: bool) -> jax.Array:
-    """Arguments as models.attention.attention; `interpret` runs the kernel in Pallas interpret mode."""
+                     interpret: bool, layout=ACT_BATCH_LENGTH_HEADS) -> jax.Array:
+    """Arguments as models.attention.attention; `interpret` runs the kernel in Pallas interpret mode.
+
+    Under context parallelism the decoder's queries arrive split along the sequence; the shard_map takes
+    them whole (the kernel's causal mask is built for the whole sequence), so each context chip runs the
+    kernel on every query: correct, memory-light, but its attention FLOPs are not divided by `context`."""
     b, t, h, d = q.shape
     s, kv = k.shape[1], k.shape[2]
     tp, sp = -(-t // LANES) * LANES, -(-s // LANES) * LANES
@@ -79,7 +83,7 @@ def splash_attention(q, k, v, *, causal: bool, segment_ids=None, kv_segment_ids=
     active = active_mesh()
     if active is not None:
         mesh, rules = active
-        q_spec = logical_to_spec(ACT_BATCH_LENGTH_HEADS, q.shape, mesh, rules)
+        q_spec = logical_to_spec(layout, q.shape, mesh, rules)
         batch, heads = q_spec[0], q_spec[2]
         head_axes = () if heads is None else (heads,) if isinstance(heads, str) else heads
         if kv % math.prod(mesh.shape[a] for a in head_axes):

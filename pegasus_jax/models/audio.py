@@ -19,7 +19,7 @@ from pegasus_jax.errors import UserError
 from pegasus_jax.models.layers import LayerNorm, LayerStack, PreNormEncoderLayer, activation, param
 from pegasus_jax.models.log_mel import HOP, log_mel_spectrogram
 from pegasus_jax.models.posemb import sincos_table
-from pegasus_jax.sharding import ACT_BATCH_LENGTH_EMBED, CONV, EMBED, POSITIONS, constrain
+from pegasus_jax.sharding import ACT_ENCODER_LENGTH_EMBED, CONV, EMBED, POSITIONS, constrain
 
 
 class Conv1d(nnx.Module):
@@ -65,7 +65,7 @@ class AudioEncoder(nnx.Module):
         gelu = activation("gelu")
         x = gelu(self.conv2(gelu(self.conv1(mel))))
         x = x + self.embed_positions[...][: x.shape[1]].astype(x.dtype)
-        x = self.layers(constrain(x, ACT_BATCH_LENGTH_EMBED))
+        x = self.layers(constrain(x, ACT_ENCODER_LENGTH_EMBED))
         return self.layer_norm(x)
 
     def encode_waveform(self, waveform: jax.Array) -> jax.Array:

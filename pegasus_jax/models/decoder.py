@@ -23,8 +23,8 @@ from pegasus_jax.models.layers import Dense, LayerStack, RMSNorm, param
 from pegasus_jax.models.lora import projection
 from pegasus_jax.models.rope import apply_rope, inverse_frequencies, rope_cos_sin
 from pegasus_jax.sharding import (
-    ACT_BATCH_LENGTH_EMBED, ACT_BATCH_LENGTH_HEADS, ACT_BATCH_LENGTH_MLP, ACT_BATCH_LENGTH_VOCAB, EMBED,
-    HEADS, KV_CACHE, KV_HEADS, MLP, VOCAB, constrain,
+    ACT_BATCH_KV_LENGTH_HEADS, ACT_BATCH_LENGTH_EMBED, ACT_BATCH_LENGTH_HEADS, ACT_BATCH_LENGTH_MLP,
+    ACT_BATCH_LENGTH_VOCAB, EMBED, HEADS, KV_CACHE, KV_HEADS, MLP, VOCAB, constrain,
 )
 
 
@@ -60,9 +60,14 @@ class DecoderLayer(nnx.Module):
         k = apply_rope(self.k(y).reshape(b, t, kv, hd), cos, sin)
         v = self.v(y).reshape(b, t, kv, hd)
         q = constrain(q, ACT_BATCH_LENGTH_HEADS)
-        if per_layer is None:  # `mask`, if any, is a sliding window: only the mask backends take one
+        if per_layer is None:
+            # Context parallelism: the queries stay split along the sequence, the keys and values are gathered
+            # whole (act_kv_length), so each chip attends its query block to every key (sharding.py says why).
+            keys = constrain(k, ACT_BATCH_KV_LENGTH_HEADS)
+            values = constrain(v, ACT_BATCH_KV_LENGTH_HEADS)
+            # `mask`, if any, is a sliding window: only the mask backends take one
             backend = self.backend if mask is None else decode_backend(self.backend)
-            out = attention(q, k, v, causal=True, segment_ids=segment_ids, mask=mask, backend=backend)
+            out = attention(q, keys, values, causal=True, segment_ids=segment_ids, mask=mask, backend=backend)
         else:  # attend over this layer's cache with the chunk written in; only the chunk goes back out
             k = k.astype(per_layer["k"].dtype)
             v = v.astype(per_layer["v"].dtype)

@@ -15,7 +15,7 @@ from flax import nnx
 
 from pegasus_jax.models.attention import attention
 from pegasus_jax.sharding import (
-    ACT_BATCH_LENGTH_EMBED, ACT_BATCH_LENGTH_HEADS, ACT_BATCH_LENGTH_MLP, EMBED, HEADS, LAYERS, NORM, constrain,
+    ACT_ENCODER_LENGTH_EMBED, ACT_ENCODER_LENGTH_HEADS, ACT_ENCODER_LENGTH_MLP, EMBED, HEADS, LAYERS, NORM, constrain,
 )
 from pegasus_jax.sharding import MLP as MLP_AXIS  # the class MLP below would shadow the axis name
 
@@ -95,7 +95,8 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
 
 
 class SelfAttention(nnx.Module):
-    """Bidirectional MHA with biased q/k/v/o projections (CLIP, SigLIP, Whisper encoder layout).
+    """Bidirectional MHA with biased q/k/v/o projections (CLIP, SigLIP, Whisper encoder layout); like MLP and
+    PreNormEncoderLayer, an encoder part: its batch is the encoders' (act_encoder_batch).
 
     `attention` names the backend (models/attention.py BACKENDS; config.model.attention)."""
 
@@ -113,8 +114,8 @@ class SelfAttention(nnx.Module):
         b, t, w = x.shape
         split = lambda y: y.reshape(b, t, self.num_heads, w // self.num_heads)
         q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
-        q = constrain(q, ACT_BATCH_LENGTH_HEADS)
-        out = attention(q, k, v, causal=False, backend=self.backend)
+        q = constrain(q, ACT_ENCODER_LENGTH_HEADS)
+        out = attention(q, k, v, causal=False, backend=self.backend, layout=ACT_ENCODER_LENGTH_HEADS)
         return self.o(out.reshape(b, t, w))
 
 
@@ -130,7 +131,7 @@ class MLP(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = activation(self.act)(self.fc1(x))
-        return self.fc2(constrain(h, ACT_BATCH_LENGTH_MLP))
+        return self.fc2(constrain(h, ACT_ENCODER_LENGTH_MLP))
 
 
 class PreNormEncoderLayer(nnx.Module):
@@ -147,7 +148,7 @@ class PreNormEncoderLayer(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x + self.attn(self.ln1(x))
         x = x + self.mlp(self.ln2(x))
-        return constrain(x, ACT_BATCH_LENGTH_EMBED)
+        return constrain(x, ACT_ENCODER_LENGTH_EMBED)
 
 
 REMAT_POLICIES = {

@@ -23,7 +23,7 @@ from pegasus_jax.models.layers import dtype_of
 from pegasus_jax.models.text_loss import lm_loss
 from pegasus_jax.models.video_encoder import VideoEncoder
 from pegasus_jax.models.vision import normalize_pixels
-from pegasus_jax.sharding import ACT_BATCH_LENGTH_EMBED, constrain
+from pegasus_jax.sharding import ACT_BATCH_LENGTH_EMBED, ACT_ENCODER_BATCH, constrain
 
 
 class Pegasus(nnx.Module):
@@ -43,14 +43,17 @@ class Pegasus(nnx.Module):
         (B, S, K, W_dec), (B, S, K) bool. The towers run on all B*S segments given."""
         frames = batch["frames"]
         b, s = frames.shape[:2]
-        pixels = normalize_pixels(frames.reshape((b * s,) + frames.shape[2:]), self.config.vision.kind)
+        # Segments are encoded independently: with context parallelism each chip encodes its own segments
+        # (act_encoder_batch spans the context axis), the ones whose tokens it holds in the decoder.
+        frames = constrain(frames.reshape((b * s,) + frames.shape[2:]), (ACT_ENCODER_BATCH,))
+        pixels = normalize_pixels(frames, self.config.vision.kind)
         grid = self.video_encoder(pixels)  # (B*S, F, g, g, Wv)
         visual = self.alignment.vision(grid, pool).reshape(b, s, -1, self.decoder_width)
         parts = [self.alignment.marker(batch["segment_start"])[:, :, None], visual]
         seg_valid = batch["segment_mask"][:, :, None]
         valid = [seg_valid, jnp.broadcast_to(seg_valid, visual.shape[:3])]
         if self.audio_encoder is not None:
-            wave = batch["audio"].reshape(b * s, -1)
+            wave = constrain(batch["audio"].reshape(b * s, -1), (ACT_ENCODER_BATCH,))
             audio = self.alignment.audio(self.audio_encoder.encode_waveform(wave))
             audio = audio.reshape(b, s, -1, self.decoder_width)
             parts.append(audio)

@@ -15,9 +15,7 @@ from flax import nnx
 from pegasus_jax.models import posemb
 from pegasus_jax.models.layers import MLP, LayerNorm, LayerStack, SelfAttention, param
 from pegasus_jax.models.vision import ACTIVATIONS, FrameEncoder
-from pegasus_jax.sharding import (
-    ACT_BATCH, ACT_BATCH_LENGTH_EMBED, ACT_EMBED, ACT_LENGTH, EMBED, POSITIONS, constrain,
-)
+from pegasus_jax.sharding import ACT_EMBED, ACT_ENCODER_BATCH, ACT_ENCODER_LENGTH_EMBED, EMBED, POSITIONS, constrain
 
 
 def interpolate_positions(table: jax.Array, length: int) -> jax.Array:
@@ -49,7 +47,7 @@ class TemporalLayer(nnx.Module):
     def __call__(self, x: jax.Array, pos: jax.Array) -> jax.Array:
         x = x + self.attn(self.ln1(x) + pos.astype(x.dtype))
         x = x + self.mlp(self.ln2(x))
-        return constrain(x, ACT_BATCH_LENGTH_EMBED)
+        return constrain(x, ACT_ENCODER_LENGTH_EMBED)
 
 
 class VideoEncoder(nnx.Module):
@@ -73,9 +71,9 @@ class VideoEncoder(nnx.Module):
         g, w = grid.shape[1], grid.shape[-1]
         video = grid.reshape(b, t, g, g, w)
         if self.temporal_depth:
-            # one sequence of t frames per (clip, spatial location); clip-major so 'batch' sharding holds
+            # one sequence of t frames per (clip, spatial location); clip-major so the batch sharding holds
             x = video.reshape(b, t, g * g, w).transpose(0, 2, 1, 3).reshape(b * g * g, t, w)
             pos = interpolate_positions(self.temporal_position[...], t)[None]
-            x = self.temporal(constrain(x, ACT_BATCH_LENGTH_EMBED), pos)
+            x = self.temporal(constrain(x, ACT_ENCODER_LENGTH_EMBED), pos)
             video = x.reshape(b, g * g, t, w).transpose(0, 2, 1, 3).reshape(b, t, g, g, w)
-        return constrain(video, (ACT_BATCH, ACT_LENGTH, None, None, ACT_EMBED))
+        return constrain(video, (ACT_ENCODER_BATCH, None, None, None, ACT_EMBED))

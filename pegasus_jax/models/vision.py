@@ -14,7 +14,7 @@ from flax import nnx
 
 from pegasus_jax.models import posemb
 from pegasus_jax.models.layers import Dense, LayerNorm, LayerStack, PreNormEncoderLayer, param
-from pegasus_jax.sharding import ACT_BATCH_LENGTH_EMBED, CONV, EMBED, POSITIONS, constrain
+from pegasus_jax.sharding import ACT_ENCODER_LENGTH_EMBED, CONV, EMBED, POSITIONS, constrain
 
 PIXEL_STATS = {  # (mean, std) per RGB channel of the towers' preprocessing
     "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
@@ -70,7 +70,7 @@ class FrameEncoder(nnx.Module):
         x = x + self.position_embedding[...].astype(x.dtype)
         if self.pre_norm is not None:
             x = self.pre_norm(x)
-        x = self.layers(constrain(x, ACT_BATCH_LENGTH_EMBED))
+        x = self.layers(constrain(x, ACT_ENCODER_LENGTH_EMBED))
         return x if self.kind == "clip" else self.post_norm(x)
 
     def patch_grid(self, pixels: jax.Array) -> jax.Array:

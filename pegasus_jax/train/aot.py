@@ -109,6 +109,7 @@ class CompileReport:
     params: int
     slices: int = 1  # chips counts all of them
     mesh: dict = dataclasses.field(default_factory=dict)  # global axis sizes (ICI x DCN)
+    kernels: list = dataclasses.field(default_factory=list)  # Pallas kernels in the step (kernel_names)
 
     @property
     def target(self) -> str:
@@ -132,6 +133,7 @@ class CompileReport:
             f"analytic FLOPs per step: {self.flops_per_step:.3e}",
             f"expected step time at {self.mfu_assumed:.0%} MFU: {self.step_time_s_at_mfu:.3f} s",
             f"compile time: {self.compile_s:.1f} s",
+            f"kernels: {', '.join(self.kernels) or 'none'}",
         ]
 
 
@@ -157,8 +159,9 @@ def compile_for_topology(config, topology: str, mfu: float = 0.5, num_slices: in
         raise UserError(f"config.train.batch_size: {config.train.batch_size} does not divide over the {dp} "
                         f"data-parallel shards of {where}")
     t0 = time.perf_counter()
+    lowered = make_train_step(spec, batch).lower(state, batch)
     try:
-        compiled = make_train_step(spec, batch).lower(state, batch).compile()
+        compiled = lowered.compile()
     except jax.errors.JaxRuntimeError as e:
         # Far over HBM, XLA refuses to compile and states the temporaries it would need instead.
         needed = re.search(r"HLO temporaries \(([\d.]+)([KMGT])\)", str(e))
@@ -182,7 +185,14 @@ def compile_for_topology(config, topology: str, mfu: float = 0.5, num_slices: in
         total_gib=total / GIB, hbm_gib=family.hbm_gib, flops_per_step=flops,
         step_time_s_at_mfu=flops / (chips * family.peak_flops * mfu), mfu_assumed=mfu, compile_s=compile_s,
         params=count_params(state["params"]) + count_params(state["frozen"]), slices=num_slices,
-        mesh=dict(mesh.shape))
+        mesh=dict(mesh.shape), kernels=kernel_names(lowered.as_text()))
+
+
+def kernel_names(program: str) -> list[str]:
+    """The Pallas (Mosaic) kernels a lowered program calls: the `kernel_name` of its `tpu_custom_call`s,
+    e.g. splash_mha_fwd_segmented_residuals for splash attention's forward pass."""
+    calls = re.findall(r'stablehlo\.custom_call @tpu_custom_call\(.*', program)
+    return sorted({name for call in calls for name in re.findall(r'kernel_name = "([^"]+)"', call)})
 
 
 def per_device_bytes(tree) -> int:

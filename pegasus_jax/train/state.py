@@ -18,6 +18,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pegasus_jax.models.pegasus import Pegasus
+from pegasus_jax.scaling.flops import decoder_sequence_length
 from pegasus_jax.sharding import state_shardings
 from pegasus_jax.errors import ConfigError
 from pegasus_jax.train.optimizer import make_optimizer, param_path
@@ -53,6 +54,16 @@ def _check_lr_mults_match(lr_mults, params: dict) -> None:
                               f"(paths look like {paths[0]!r})")
 
 
+def _check_context_split(config, context: int) -> None:
+    """Context parallelism splits every decoder sequence evenly over the context axis; a length it does not
+    divide would stay whole on every chip (logical_to_spec drops the axis), so that is a config error."""
+    video = decoder_sequence_length(config) - config.data.max_text_len
+    for text in sorted({*config.data.length_buckets, config.data.max_text_len}):
+        if (video + text) % context:
+            raise ConfigError(f"config.mesh.context: {context} does not divide the decoder sequence of {video + text} "
+                              f"tokens ({video} video + {text} text, a data.length_buckets length)")
+
+
 @dataclasses.dataclass
 class TrainSpec:
     """Everything static about a run's state: structure, optimizer and shardings."""
@@ -68,6 +79,7 @@ class TrainSpec:
         abstract = nnx.eval_shape(lambda: Pegasus(config.model, rngs=nnx.Rngs(config.seed)))
         graphdef, trainable, frozen, rest = nnx.split(abstract, trainable_filter(config.train.stage), nnx.Param, ...)
         _check_lr_mults_match(config.train.lr_mults, trainable.to_pure_dict())
+        _check_context_split(config, mesh.shape.get("context", 1))
         return cls(config, mesh, graphdef, (trainable, frozen, rest), make_optimizer(config.train))
 
     def model(self, params: dict, frozen: dict, rest: dict) -> Pegasus:
