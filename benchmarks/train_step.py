@@ -50,33 +50,47 @@ def text_lm_class():
             self.decoder = Decoder(m.decoder, m.lora, dtype=dtype_of(m.dtype), param_dtype=dtype_of(m.param_dtype),
                                    scan=m.scan_layers, remat=m.remat_policy, rngs=rngs)
 
-        def text_hidden(self, batch):
+        def text_hidden(self, batch, pool=None):  # `pool`: the multimodal step's argument, unused on text
             mask = batch["text_mask"]
             hidden, _ = self.decoder.hidden_states(self.decoder.embed(batch["tokens"]), valid_positions(mask), mask)
             return hidden
 
-        def __call__(self, batch):
+        def __call__(self, batch, pool=None):
             return self.decoder.logits(self.text_hidden(batch))
 
     return TextLM
 
 
-def decoder_train_state(config):
-    """(TrainSpec, initial state) for the text-only decoder: the same spec and state layout the trainer
-    uses for the whole model, so step.py compiles it unchanged."""
-    import jax
-    import jax.numpy as jnp
+def _split_text_lm(config, model):
+    from flax import nnx
+
+    from pegasus_jax.train.state import trainable_filter
+
+    return nnx.split(model, trainable_filter(config.train.stage), nnx.Param, ...)
+
+
+def decoder_train_spec(config, mesh=None):
+    """The TrainSpec of the text-only decoder: the same spec and state layout the trainer uses for the
+    whole model, so step.py compiles it unchanged."""
     from flax import nnx
 
     from pegasus_jax.sharding import make_mesh
     from pegasus_jax.train.optimizer import make_optimizer
-    from pegasus_jax.train.state import TrainSpec, trainable_filter
+    from pegasus_jax.train.state import TrainSpec
 
     text_lm = text_lm_class()
-    split = lambda m: nnx.split(m, trainable_filter(config.train.stage), nnx.Param, ...)
-    graphdef, *templates = split(nnx.eval_shape(lambda: text_lm(config, rngs=nnx.Rngs(config.seed))))
-    spec = TrainSpec(config, make_mesh(config.mesh), graphdef, tuple(templates), make_optimizer(config.train))
-    _, *live = split(text_lm(config, rngs=nnx.Rngs(config.seed)))
+    graphdef, *templates = _split_text_lm(config, nnx.eval_shape(lambda: text_lm(config, rngs=nnx.Rngs(config.seed))))
+    return TrainSpec(config, mesh or make_mesh(config.mesh), graphdef, tuple(templates), make_optimizer(config.train))
+
+
+def decoder_train_state(config):
+    """(TrainSpec, initial state) for the text-only decoder."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    spec = decoder_train_spec(config)
+    _, *live = _split_text_lm(config, text_lm_class()(config, rngs=nnx.Rngs(config.seed)))
     params, frozen, rest = (s.to_pure_dict() for s in live)
     state = {"step": jnp.zeros((), jnp.int32), "params": params, "frozen": frozen, "rest": rest,
              "opt_state": spec.tx.init(params), "nan_skips": jnp.zeros((), jnp.int32)}
@@ -84,12 +98,14 @@ def decoder_train_state(config):
 
 
 def text_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict:
+    """Text only; one absent segment (no video, audio or transcript) for the step's work count."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, vocab, (batch, seq + 1), dtype=np.int32)
     return {"tokens": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": np.ones((batch, seq), np.float32),
-            "text_mask": np.ones((batch, seq), bool)}
+            "text_mask": np.ones((batch, seq), bool), "segment_mask": np.zeros((batch, 1), bool),
+            "audio_mask": np.zeros((batch, 1), bool), "transcript_mask": np.zeros((batch, 1, 1), bool)}
 
 
 def multimodal_batch(config, batch: int, seed: int = 0) -> dict:

@@ -72,12 +72,12 @@ def _nll_bwd(chunks: int, residuals, g):
         w_c = jax.lax.dynamic_index_in_dim(w_strided, j, axis=2, keepdims=False)
         dh = dh + jnp.dot(dlogits, w_c.T, preferred_element_type=jnp.float32)
         dw_c = jnp.dot(h.T, dlogits, preferred_element_type=jnp.float32)
-        return (dh, jax.lax.dynamic_update_index_in_dim(dw, dw_c, j, axis=2)), None
+        return (dh, jax.lax.dynamic_update_index_in_dim(dw, dw_c.astype(dw.dtype), j, axis=2)), None
 
-    init = (jnp.zeros(h.shape, jnp.float32), jnp.zeros(w_strided.shape, jnp.float32))
+    # each column of dw is written once, by its chunk, so it is kept in w's dtype (dh sums over chunks: fp32)
+    init = (jnp.zeros(h.shape, jnp.float32), jnp.zeros(w_strided.shape, w.dtype))
     (dh, dw), _ = jax.lax.scan(body, init, jnp.arange(chunks))
-    dw = dw.reshape(w.shape[0], -1)[:, :vocab]
-    return dh.astype(h.dtype), dw.astype(w.dtype), None
+    return dh.astype(h.dtype), dw.reshape(w.shape[0], -1)[:, :vocab], None
 
 
 _nll.defvjp(_nll_fwd, _nll_bwd)
