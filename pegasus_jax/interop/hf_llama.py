@@ -13,7 +13,7 @@ import numpy as np
 from flax import nnx
 
 from pegasus_jax.config import head_dim, qkv_bias
-from pegasus_jax.config.schema import decoder_config
+from pegasus_jax.config.model_schema import decoder_config
 from pegasus_jax.errors import UserError
 from pegasus_jax.interop.common import layer_items, params_of, stack_layers, to_numpy
 
