@@ -3,9 +3,9 @@ tokens, 32,768 decoder tokens per example, split over 4 chips by context paralle
 
     pegasus-jax compile --config configs/pegasus_7b_long.py --topology v5p-128
 
-Measured 2026-12-03 (libtpu, splash attention): fits: no, 292.23 GiB per chip (arguments 2.48 GiB,
-temporaries 289.75 GiB): this stage does not fit v5p-128 yet. The model is configs/pegasus_7b.py; this
-stage changes what an example holds. Each 8 s segment becomes 56 decoder tokens: a timestamp marker, 5x5
+Measured 2026-12-03 (libtpu, splash attention; xla for the 4-frame temporal layers): fits: yes, 40.92 GiB
+per chip of 95 (43%; arguments 2.48, outputs 1.59, temporaries 38.24 GiB). The model is
+configs/pegasus_7b.py; this stage changes what an example holds. Each 8 s segment becomes 56 decoder tokens: a timestamp marker, 5x5
 pooled visual tokens from 4 frames (one every 2 s, averaged over time to 1x5x5), 6 audio tokens and 24 transcript tokens (speech at ~3 tokens/s). 512 x 56 = 28,672 visual tokens
 (the budget) + 4,096 text = 32,768. A one-hour video is 450 consecutive segments, every 8 s of it seen.
 
