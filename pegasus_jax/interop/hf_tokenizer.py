@@ -62,6 +62,24 @@ def _converted_sentencepiece(tok: SentencePieceTokenizer, model_path: str):
     return Converter(SentencePieceBackend(vocab_file=model_path, legacy=True, add_prefix_space=True)).converted()
 
 
+def _unk_never_matched(backend, unk_id: int):
+    """A Unigram model whose unknown piece no text spells. HF's Unigram has no piece types: its Viterbi
+    matches the literal text "<unk>" to the unknown piece, which SentencePiece never does, and no score
+    fixes that (the fallback for an unknown character is scored from the lowest piece score). So the
+    unknown piece is renamed with a U+FFFF prefix, a Unicode noncharacter (reserved for such internal
+    use): the export's unk_token is "\uffff<unk>", and unknown characters still map to its id (the
+    model's unk_id)."""
+    import json
+
+    from tokenizers import Tokenizer as Backend
+
+    data = json.loads(backend.to_str())
+    if data["model"]["type"] != "Unigram":
+        return backend
+    data["model"]["vocab"][unk_id][0] = "\uffff" + data["model"]["vocab"][unk_id][0]
+    return Backend.from_str(json.dumps(data))
+
+
 def write_hf_tokenizer(tok: Tokenizer, folder: str) -> None:
     from tokenizers import AddedToken, processors
     from tokenizers import Tokenizer as Backend
@@ -82,6 +100,8 @@ def write_hf_tokenizer(tok: Tokenizer, folder: str) -> None:
     for piece in tok.appended:  # in id order: each lands on the id our tokenizer appended for it
         backend.add_special_tokens([AddedToken(piece, special=True, normalized=False)])
         assert backend.token_to_id(piece) == tok.special_ids[piece], piece
+    if isinstance(tok, SentencePieceTokenizer):
+        backend = _unk_never_matched(backend, tok.unk_id)
     token = {piece: backend.id_to_token(i) for piece, i in tok.special_ids.items()}
     backend.post_processor = processors.TemplateProcessing(
         single=f"{token['<s>']} $A", pair=f"{token['<s>']} $A {token['<s>']} $B",
