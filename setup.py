@@ -46,8 +46,9 @@ setup(
         "tfds": ["tensorflow-datasets>=4.9.10", "tensorflow-cpu>=2.21.0", "importlib_resources>=7.1.0"],
         # libtpu must match the jaxlib it is loaded by: jax's own `jax[tpu]` extra pins it the same way.
         "tpu": ["libtpu==0.0.52"],
-        # NVIDIA GPUs: JAX's CUDA 12 plugin with its pip-installed CUDA/cuDNN libraries, at the pinned jax.
-        "cuda": ["jax[cuda12]==0.10.2"],
+        # NVIDIA GPUs: JAX's CUDA 12 plugin with its pip-installed CUDA/cuDNN libraries (jax's own extra pins
+        # the plugin to the jax it installs).
+        "cuda": ["jax[cuda12]>=0.10.2"],
         "beam": ["apache-beam>=2.77.0"],
     },
     entry_points={"console_scripts": ["pegasus-jax=pegasus_jax.cli.main:main"]},

@@ -271,7 +271,7 @@ def test_sharded_over_8_devices_matches_one_device():
     mesh = sharding.make_mesh(c.mesh)
     graphdef, state = nnx.split(dec)
     state = jax.device_put(state, sharding.state_shardings(state, mesh, c.mesh.axis_rules))
-    assert state["layers"]["layers"]["q"]["kernel"].get_value().sharding.spec == P(None, "fsdp", "tensor")
+    assert state["layers"]["layers"]["q"]["kernel"].get_value().sharding.spec == P(None, ("fsdp", "context"), "tensor")
 
     @jax.jit
     def prefill(state, tokens, mask):

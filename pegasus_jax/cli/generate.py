@@ -82,10 +82,6 @@ def video_list(spec: str) -> list[str]:
 
 def run(args) -> int:
     sampling = sampling_from_args(args)
-    from pegasus_jax.train.checkpoint import resolve_checkpoint
-
-    resolve_checkpoint(args.checkpoint)  # a wrong --checkpoint fails before the video is read
-    videos = video_list(args.video)
     schema = None
     if getattr(args, "response_schema", None):
         if not os.path.isfile(args.response_schema):
@@ -98,8 +94,12 @@ def run(args) -> int:
     if args.task == "generate":
         from pegasus_jax.infer.grammar import request_grammar
 
-        # every check of the schema or regex runs before the seconds spent loading the model
+        # the flags' checks (sampling, schema, regex) come first: no file is read for them
         request_grammar(schema, regex, args.stop, schema_name="--response-schema", regex_name="--response-regex")
+    from pegasus_jax.train.checkpoint import resolve_checkpoint
+
+    resolve_checkpoint(args.checkpoint)  # a wrong --checkpoint fails before the video is read
+    videos = video_list(args.video)
     single = len(videos) == 1 and videos[0] == args.video
     import jax
 
