@@ -198,7 +198,8 @@ def test_rope_rotates_bf16_inputs_in_fp32():
     rng = np.random.default_rng(0)
     positions = np.arange(4000, 4064)[None]
     x = rng.normal(size=(1, 64, 2, 32)).astype(ml_dtypes.bfloat16)
-    cos, sin = rope_cos_sin(jnp.asarray(positions), 32, 10000.0)
+    inv_freq = (1.0 / 10000.0 ** (np.arange(0, 32, 2, dtype=np.float32) / np.float32(32))).astype(np.float32)
+    cos, sin = rope_cos_sin(jnp.asarray(positions), inv_freq)
     got = np.asarray(apply_rope(jnp.asarray(x), cos, sin)).astype(np.float64)
     inv = 1.0 / 10000.0 ** (np.arange(0, 32, 2) / 32)
     angles = np.concatenate([positions[..., None] * inv] * 2, -1)[:, :, None]
