@@ -40,7 +40,7 @@ def _mesh_share(array) -> int:
 def test_each_device_holds_only_its_shards(models):
     _, sharded = models
     params = traverse_util.flatten_dict(nnx.state(sharded.model, nnx.Param).to_pure_dict())
-    assert dict(jax.tree.leaves(params)[0].sharding.mesh.shape) == {"data": 1, "fsdp": 4, "tensor": 2}
+    assert dict(jax.tree.leaves(params)[0].sharding.mesh.shape) == {"data": 1, "fsdp": 4, "context": 1, "tensor": 2}
     two_way = 0
     for path, x in params.items():
         share = _mesh_share(x)
