@@ -16,6 +16,7 @@ def test_nan_policy_stop_catches_a_non_finite_step_between_logging_steps(corpus,
     """Batch 2 of 8 carries a NaN loss weight (its step is skipped as non-finite); steps 1-4 are logged
     only at step 4, whose own loss is finite. The run must still stop there."""
     from data_pipelines.batch import iterators as pipeline
+    from pegasus_jax import sharding
     from pegasus_jax.errors import UserError
     from pegasus_jax.train.trainer import train
 
@@ -30,10 +31,9 @@ def test_nan_policy_stop_catches_a_non_finite_step_between_logging_steps(corpus,
 
     monkeypatch.setattr(pipeline.BatchIterator, "__next__", poisoned_next)
     config = tiny(corpus, train__steps=8, train__log_every=4, train__checkpoint_every=100, train__peak_flops=1e9,
-                  mesh__data=1, train__nan_policy="stop")
+                  mesh__data=1, train__nan_policy="stop", data__packing=False)  # the bucket batcher is poisoned
     with pytest.raises(UserError, match=r"non-finite loss or gradient in 1 step\(s\) up to step 4"):
-        train(config, str(tmp_path / "stop"), mesh=jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1),
-                                                                       ("data", "fsdp", "tensor")))
+        train(config, str(tmp_path / "stop"), mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]))
     assert len(calls) == 4  # it stopped at the first logging step after the bad one
     metrics = (tmp_path / "stop" / "metrics.jsonl")
     assert not metrics.exists() or metrics.read_text() == ""
