@@ -5,6 +5,7 @@ tokenizer, and one tiny training run on it (`reference`), each made once per ses
 xdist workers.
 """
 import fcntl
+import http.server
 import io
 import json
 import os
@@ -12,6 +13,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -136,3 +139,65 @@ def reference(corpus, tmp_path_factory):
         (workdir / "train_stderr.log").write_text(run.stderr)  # what a pod log would hold (test_cli_ux)
 
     return made_once(tmp_path_factory, "reference", make)
+
+
+# An OpenAI-compatible chat-completions server on 127.0.0.1 with scripted answers: the judge tests
+# (test_judge, test_eval_protocol) talk to it over real HTTP.
+MAX_REQUESTS = 200  # the scripted server refuses to serve more: a runaway client fails the test
+
+
+class ScriptedJudgeServer:
+    """`script(messages, attempt) -> str | ("sleep", seconds) | ("status", code)`; attempt counts from 1
+    per distinct messages."""
+
+    def __init__(self, script):
+        self.script, self.requests, self.auth = script, 0, set()
+        self.attempts: dict[str, int] = {}
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    outer.requests += 1
+                    over = outer.requests > MAX_REQUESTS
+                    outer.auth.add(self.headers.get("Authorization"))
+                    key = json.dumps(body["messages"], sort_keys=True)
+                    outer.attempts[key] = outer.attempts.get(key, 0) + 1
+                    attempt = outer.attempts[key]
+                action = ("status", 429) if over else outer.script(body["messages"], attempt)
+                if isinstance(action, tuple) and action[0] == "sleep":
+                    time.sleep(action[1])
+                    action = '{"score": 5}'
+                if isinstance(action, tuple):  # an error page echoing the auth header, as some proxies do
+                    self._send(action[1], f"rejected: {self.headers.get('Authorization')}".encode())
+                    return
+                reply = {"choices": [{"message": {"role": "assistant", "content": action}}]}
+                self._send(200, json.dumps(reply).encode())
+
+            def _send(self, code, payload):
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:
+                    pass  # the client gave up (timeout test)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)

@@ -1,16 +1,14 @@
-"""The judge client against a scripted OpenAI-compatible server on 127.0.0.1 (started here, bounded):
+"""The judge client against a scripted OpenAI-compatible server on 127.0.0.1 (conftest's, bounded):
 exact QEFVC and VidFactScore aggregates implied by the scripted answers, retries of malformed and
 timed-out answers, failures counted, the cache making reruns silent, and the API key kept secret."""
-import http.server
 import json
 import logging
 import os
 import re
-import threading
-import time
 
 import pytest
 
+from conftest import ScriptedJudgeServer
 from pegasus_jax.cli.main import main
 from pegasus_jax.evaluate import vcg_prompts
 from pegasus_jax.evaluate import vidfactscore_prompts as vfs
@@ -25,64 +23,6 @@ from pegasus_jax.evaluate.vidfactscore import run_vidfactscore
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "eval")
 API_KEY = "sk-test-SECRET-7f3a9c"
-MAX_REQUESTS = 200  # the scripted server refuses to serve more: a runaway client fails the test
-
-
-class ScriptedJudgeServer:
-    """`script(messages, attempt) -> str | ("sleep", seconds) | ("status", code)`; attempt counts from 1
-    per distinct messages."""
-
-    def __init__(self, script):
-        self.script, self.requests, self.auth = script, 0, set()
-        self.attempts: dict[str, int] = {}
-        lock = threading.Lock()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with lock:
-                    outer.requests += 1
-                    over = outer.requests > MAX_REQUESTS
-                    outer.auth.add(self.headers.get("Authorization"))
-                    key = json.dumps(body["messages"], sort_keys=True)
-                    outer.attempts[key] = outer.attempts.get(key, 0) + 1
-                    attempt = outer.attempts[key]
-                action = ("status", 429) if over else outer.script(body["messages"], attempt)
-                if isinstance(action, tuple) and action[0] == "sleep":
-                    time.sleep(action[1])
-                    action = '{"score": 5}'
-                if isinstance(action, tuple):  # an error page echoing the auth header, as some proxies do
-                    self._send(action[1], f"rejected: {self.headers.get('Authorization')}".encode())
-                    return
-                reply = {"choices": [{"message": {"role": "assistant", "content": action}}]}
-                self._send(200, json.dumps(reply).encode())
-
-            def _send(self, code, payload):
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except OSError:
-                    pass  # the client gave up (timeout test)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 def _session(server, cache_path, attempts=3, timeout_s=0.3):

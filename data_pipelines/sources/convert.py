@@ -17,11 +17,15 @@ RUNNERS = ("local", "beam")
 def read_items(fmt: str, input_path: str, videos_dir: str | None = None):
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: unknown (choose from {', '.join(FORMATS)})")
+    check_paths(input_path, videos_dir)
+    return importlib.import_module(f"data_pipelines.sources.{fmt}").read_items(input_path, videos_dir)
+
+
+def check_paths(input_path: str, videos_dir: str | None) -> None:
     if not os.path.exists(input_path):
         raise UserError(f"--input {input_path}: no such file or directory")
     if videos_dir is not None and not os.path.isdir(videos_dir):
         raise UserError(f"--videos {videos_dir}: not a directory")
-    return importlib.import_module(f"data_pipelines.sources.{fmt}").read_items(input_path, videos_dir)
 
 
 def _split(items: list[dict], num_shards: int) -> list[list[dict]]:

@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     c.add_argument("--runner", default="local", help="local | beam (Apache Beam DirectRunner)")
     c.add_argument("--prefix", default="data", help="shard file name prefix")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
+    c.add_argument("--jsfusion-csv", default=None,
+                   help="msrvtt: write only the evaluation file OUT/captions.jsonl for the videos this CSV lists "
+                        "(MSRVTT_JSFUS_test.csv: the JSFusion 1k test split), each with all its captions")
     c.set_defaults(func=run_convert)
 
     e = sub.add_parser("export-eval", help="write an evaluation set (videos + caption/QA/MCQ files) from record shards",
@@ -74,6 +77,8 @@ def run_convert(args) -> int:
 
     _positive(args.num_shards, "--num-shards")
     _positive(args.workers, "--workers")
+    if args.jsfusion_csv:
+        return _write_jsfusion_eval(args)
     result = convert(args.format, args.input, args.out, args.num_shards, args.workers, args.videos, args.runner, args.prefix)
     if args.json:
         print(json.dumps(result, indent=1))
@@ -81,6 +86,20 @@ def run_convert(args) -> int:
         print(summary_line(result))
         for line in result["skipped"]["examples"]:
             print(f"  skipped {line}")
+    return 0
+
+
+def _write_jsfusion_eval(args) -> int:
+    from data_pipelines.sources.convert import check_paths
+    from data_pipelines.sources.msrvtt import write_jsfusion_eval
+    from pegasus_jax.errors import UserError
+
+    if args.format != "msrvtt":
+        raise UserError(f"--jsfusion-csv applies to --format msrvtt, not {args.format}")
+    check_paths(args.input, args.videos)
+    info = write_jsfusion_eval(args.input, args.jsfusion_csv, args.out, args.videos)
+    print(f"wrote {info['path']}: {info['videos']} videos, {info['captions']} captions (JSFusion list "
+          f"{args.jsfusion_csv}); {info['videos_not_found']} videos not found yet")
     return 0
 
 

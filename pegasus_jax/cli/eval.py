@@ -1,7 +1,9 @@
-"""`pegasus-jax eval --checkpoint DIR --benchmark caption|mcq|loss|vcg|vidfactscore --data PATH --out DIR`
-and `pegasus-jax eval compare A B` (two reports, or two report folders, side by side in markdown).
+"""`pegasus-jax eval --checkpoint DIR --benchmark caption|mcq|loss|vcg|vidfactscore|qefvc|openqa --data PATH
+--out DIR`, `pegasus-jax eval compare A B` (two reports, or two report folders, side by side in markdown) and
+`pegasus-jax eval fuse-references --data CAPTIONS --out FILE` (each video's captions fused by the judge into
+one reference, read by `--references fused`). The protocol of each benchmark: docs/evaluation.md.
 
-Judged benchmarks (vcg, vidfactscore) talk to any OpenAI-compatible chat-completions endpoint:
+Judged benchmarks (vcg, vidfactscore, qefvc, openqa) and fuse-references talk to any OpenAI-compatible chat-completions endpoint:
 --judge-url / PEGASUS_JUDGE_URL, --judge-model / PEGASUS_JUDGE_MODEL, and the key from
 PEGASUS_JUDGE_API_KEY (preferred: a --judge-api-key flag is visible in process lists).
 """
@@ -15,15 +17,21 @@ from pegasus_jax.errors import UserError
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate a checkpoint on a benchmark, or compare two reports",
-                              description="eval --checkpoint DIR --benchmark NAME --data PATH --out DIR | eval compare A B")
-    p.add_argument("compare", nargs="*", metavar="compare A B", help="compare two reports (files or --out folders)")
+                              description="eval --checkpoint DIR --benchmark NAME --data PATH --out DIR | eval compare A B "
+                                          "| eval fuse-references --data CAPTIONS --out FILE")
+    p.add_argument("compare", nargs="*", metavar="compare A B | fuse-references",
+                   help="compare two reports (files or --out folders); or fuse each video's captions of --data "
+                        "into one reference by the judge, written to the JSONL file --out")
     p.add_argument("--checkpoint", help="training workdir (latest complete checkpoint) or one step's folder")
-    p.add_argument("--benchmark", help="caption | mcq | loss | vcg | vidfactscore")
+    p.add_argument("--benchmark", help="caption | mcq | loss | vcg | vidfactscore | qefvc | openqa")
     p.add_argument("--data", help="annotations (see the benchmark's docs) or, for loss, a records glob")
     p.add_argument("--out", help="folder for <benchmark>.json, <benchmark>.md and the judge cache")
     p.add_argument("--videos", help="folder the annotations' video paths are relative to (default: theirs)")
     p.add_argument("--predictions", help="JSONL of {id, prediction}: score these instead of generating")
     p.add_argument("--prompt", help="generation prompt for caption / vidfactscore")
+    p.add_argument("--references", choices=("all", "fused"), default="all",
+                   help="caption, vidfactscore, qefvc: score against all captions of a video, or against its "
+                        "'fused_reference' (written by `eval fuse-references`)")
     p.add_argument("--meteor", action="store_true", help="caption: also METEOR (needs java, ~10 s)")
     p.add_argument("--batches", type=int, default=50, help="loss: number of batches")
     p.add_argument("--batch-size", type=int, default=8, help="videos per generate_batch call")
@@ -40,9 +48,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    if args.compare == ["fuse-references"]:
+        return _fuse_references(args)
     if args.compare:
         if len(args.compare) != 3 or args.compare[0] != "compare":
-            raise UserError(f"unexpected arguments {' '.join(args.compare)!r}: use `eval compare A B`")
+            raise UserError(f"unexpected arguments {' '.join(args.compare)!r}: use `eval compare A B` "
+                            "or `eval fuse-references`")
         from pegasus_jax.evaluate.report import compare_markdown
 
         print(compare_markdown(args.compare[1], args.compare[2]))
@@ -62,7 +73,7 @@ def run(args) -> int:
         aggregate = run_benchmark(args.benchmark, args.data, args.out, model=model, predictions=args.predictions,
                                   session=session, videos=args.videos, prompt=args.prompt, meteor=args.meteor,
                                   batches=args.batches, batch_size=args.batch_size,
-                                  meta={"checkpoint": args.checkpoint})
+                                  meta={"checkpoint": args.checkpoint}, references=args.references)
     finally:
         if session is not None and session.cache is not None:
             session.cache.close()
@@ -76,7 +87,25 @@ def run(args) -> int:
     return 0
 
 
-def _judge_session(args):
+def _fuse_references(args) -> int:
+    from pegasus_jax.evaluate.reference_fusion import write_fused_references
+
+    for flag in ("data", "out"):
+        if not getattr(args, flag):
+            raise UserError(f"--{flag} is required (fuse-references: --out is the JSONL file to write)")
+    if os.path.isdir(args.out):
+        raise UserError(f"--out {args.out}: a folder; fuse-references writes a JSONL file")
+    session = _judge_session(args, os.path.dirname(os.path.abspath(args.out)))
+    try:
+        info = write_fused_references(args.data, args.out, session, args.videos)
+    finally:
+        session.cache.close()
+    print(f"fused {info['fused']} of {info['videos']} videos' references into {args.out}"
+          + (f"; {info['failed']} failed (rerun to retry them: the others are cached)" if info["failed"] else ""))
+    return 1 if info["failed"] else 0
+
+
+def _judge_session(args, cache_dir: str | None = None):
     from pegasus_jax.evaluate.judge import http_judge_from_flags
     from pegasus_jax.evaluate.judge_cache import JudgeCache
     from pegasus_jax.evaluate.judge_session import JudgeSession
@@ -84,7 +113,7 @@ def _judge_session(args):
     if args.judge_attempts < 1 or args.judge_workers < 1 or args.judge_backoff < 0:
         raise UserError("--judge-attempts and --judge-workers must be >= 1, --judge-backoff >= 0")
     judge = http_judge_from_flags(args.judge_url, args.judge_model, args.judge_api_key, args.judge_timeout)
-    cache = JudgeCache(args.judge_cache or os.path.join(args.out, "judge_cache.sqlite"))
+    cache = JudgeCache(args.judge_cache or os.path.join(cache_dir or args.out, "judge_cache.sqlite"))
     return JudgeSession(judge, cache, attempts=args.judge_attempts, backoff_s=args.judge_backoff,
                         workers=args.judge_workers)
 

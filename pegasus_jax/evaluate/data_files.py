@@ -6,7 +6,7 @@ import os
 
 from pegasus_jax.errors import UserError
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".gif")  # .gif: TGIF-QA
 
 
 def read_json(path: str):

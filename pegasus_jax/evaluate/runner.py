@@ -11,23 +11,29 @@ from pegasus_jax.evaluate.caption_data import load_caption_items
 from pegasus_jax.evaluate.captioning import DEFAULT_CAPTION_PROMPT, run_caption
 from pegasus_jax.evaluate.judge_session import JudgeSession
 from pegasus_jax.evaluate.mcq import load_mcq_items, run_mcq
+from pegasus_jax.evaluate.openqa import load_openqa_items, run_openqa
 from pegasus_jax.evaluate.predictions import FilePredictor, ModelPredictor, ScoredOnMain
+from pegasus_jax.evaluate.qefvc import load_description_items, run_qefvc
 from pegasus_jax.evaluate.report import write_report
 from pegasus_jax.evaluate.vcg import load_vcg_items, run_vcg
 from pegasus_jax.evaluate.vidfactscore import DEFAULT_DESCRIPTION_PROMPT, run_vidfactscore
 from pegasus_jax.train.distributed import is_main
 
-BENCHMARKS = ("caption", "mcq", "loss", "vcg", "vidfactscore")
-JUDGED = ("vcg", "vidfactscore")
+BENCHMARKS = ("caption", "mcq", "loss", "vcg", "vidfactscore", "qefvc", "openqa")
+JUDGED = ("vcg", "vidfactscore", "qefvc", "openqa")
 
 
 def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: str | None = None,
                   session: JudgeSession | None = None, videos: str | None = None, prompt: str | None = None,
-                  meteor: bool = False, batches: int = 50, batch_size: int = 8, meta: dict | None = None) -> dict | None:
+                  meteor: bool = False, batches: int = 50, batch_size: int = 8, meta: dict | None = None,
+                  references: str = "all") -> dict | None:
     """Run one benchmark and write `<out>/<benchmark>.json|.md`; returns the report's aggregate.
 
+    `references` ("all" | "fused"): caption, vidfactscore and qefvc score against every caption of a video
+    or against its judge-fused reference (`eval fuse-references`).
+
     In a multi-process job every process calls this: the generation benchmarks (caption, vcg,
-    vidfactscore) split their prompts over the processes, and process 0 alone scores them (the judge's
+    vidfactscore, qefvc, openqa) split their prompts over the processes, and process 0 alone scores them (the judge's
     calls included) and writes the report; mcq and loss run on process 0. The others return None.
     """
     if benchmark not in BENCHMARKS:
@@ -41,7 +47,7 @@ def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: 
     predict = FilePredictor(predictions) if predictions else ModelPredictor(model, batch_size)
     start = time.time()
     try:
-        aggregate, items = _run(benchmark, data, predict, model, session, videos, prompt, meteor, batches)
+        aggregate, items = _run(benchmark, data, predict, model, session, videos, prompt, meteor, batches, references)
     except ScoredOnMain:
         return None
     failed = getattr(predict, "errors", {})
@@ -55,6 +61,8 @@ def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: 
         report_meta["failed_inputs"] = len(failed)
     if predictions:
         report_meta["predictions"] = predictions
+    if references != "all":
+        report_meta["references"] = references
     if session is not None and benchmark in JUDGED:
         report_meta["judge"] = session.judge.describe()
         report_meta["judge_stats"] = vars(session.stats).copy()
@@ -62,11 +70,12 @@ def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: 
     return aggregate
 
 
-def _run(benchmark, data, predict, model, session, videos, prompt, meteor, batches) -> tuple[dict, list[dict]]:
+def _run(benchmark, data, predict, model, session, videos, prompt, meteor, batches, references) -> tuple[dict, list[dict]]:
     if benchmark in ("mcq", "loss") and not is_main():
         raise ScoredOnMain
     if benchmark == "caption":
-        aggregate, items = run_caption(load_caption_items(data, videos), predict, prompt or DEFAULT_CAPTION_PROMPT, meteor)
+        aggregate, items = run_caption(load_caption_items(data, videos, references), predict,
+                                       prompt or DEFAULT_CAPTION_PROMPT, meteor)
     elif benchmark == "mcq":
         aggregate, items = run_mcq(load_mcq_items(data, videos), model)
     elif benchmark == "loss":
@@ -75,7 +84,12 @@ def _run(benchmark, data, predict, model, session, videos, prompt, meteor, batch
         aggregate, items = dict(model.eval_loss(data, batches)), []
     elif benchmark == "vcg":
         aggregate, items = run_vcg(load_vcg_items(data, videos), predict, session)
+    elif benchmark == "qefvc":
+        aggregate, items = run_qefvc(load_description_items(data, videos, references), predict, session,
+                                     prompt or DEFAULT_DESCRIPTION_PROMPT)
+    elif benchmark == "openqa":
+        aggregate, items = run_openqa(load_openqa_items(data, videos), predict, session)
     else:
-        aggregate, items = run_vidfactscore(load_caption_items(data, videos), predict, session,
+        aggregate, items = run_vidfactscore(load_caption_items(data, videos, references), predict, session,
                                             prompt or DEFAULT_DESCRIPTION_PROMPT)
     return aggregate, items

@@ -8,6 +8,8 @@ are found under --videos (default: the folder) by name, with or without extensio
 Item ids: "<file stem>/<index>"; generation ids add "/q1", "/q2" for the consistency pair.
 Aggregate: mean score per criterion over the items the judge graded (failed ones are excluded and
 counted), "average" = mean of the five criterion means, "qefvc" = mean of the first three.
+Pegasus-1's QEFVC grades free descriptions against the reference summary instead: the `qefvc`
+benchmark (evaluate/qefvc.py), which asks these same three criterion prompts.
 """
 from __future__ import annotations
 

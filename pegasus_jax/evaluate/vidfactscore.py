@@ -11,11 +11,11 @@ from __future__ import annotations
 from functools import partial
 
 from pegasus_jax.evaluate.caption_data import CaptionItem
-from pegasus_jax.evaluate.judge_answers import parse_string_list, parse_text, parse_verdicts
+from pegasus_jax.evaluate.judge_answers import parse_string_list, parse_verdicts
 from pegasus_jax.evaluate.judge_session import JudgeSession
 from pegasus_jax.evaluate.predictions import Prompt
-from pegasus_jax.evaluate.vidfactscore_prompts import (atomize_messages, fuse_messages, precision_messages,
-                                                       recall_messages)
+from pegasus_jax.evaluate.reference_fusion import ask_fused
+from pegasus_jax.evaluate.vidfactscore_prompts import atomize_messages, precision_messages, recall_messages
 
 DEFAULT_DESCRIPTION_PROMPT = "Describe this video in detail."
 
@@ -34,11 +34,10 @@ def _ask(session: JudgeSession, messages: list[dict], parse, step: str):
 def score_item(session: JudgeSession, item: CaptionItem, prediction: str) -> dict:
     row = {"id": item.id, "prediction": prediction, "references": item.references}
     try:
-        if len(item.references) > 1:
-            reference = _ask(session, fuse_messages(item.references), partial(parse_text, key="paragraph"), "fuse")
-        else:
-            reference = item.references[0]
-        row["reference"] = reference
+        fused = ask_fused(session, item.references)
+        if not fused.ok:
+            raise _Failed(f"fuse: {fused.error}")
+        reference = row["reference"] = fused.value
         reference_atoms = _ask(session, atomize_messages(reference), partial(parse_string_list, key="atoms"),
                                "atomize reference")
         if not reference_atoms:
