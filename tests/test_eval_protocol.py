@@ -52,7 +52,7 @@ QEFVC_SCORES = {  # prediction -> (correctness, detail, context); None: the judg
 
 def qefvc_script(messages, attempt):
     criterion = CRITERION_OF_SYSTEM[messages[0]["content"]]
-    prediction = re.search(r"Predicted answer: (.*)\n", messages[1]["content"]).group(1)
+    prediction = re.search(r"Predicted Answer: (.*)\n", messages[1]["content"]).group(1)
     score = QEFVC_SCORES[prediction][("correctness", "detail", "context").index(criterion)]
     return "no idea" if score is None else "{'score': %d}" % score
 
@@ -153,14 +153,14 @@ def test_qefvc_on_vcg_video_descriptions(tmp_path, capsys):
     _write_jsonl(predictions, [{"id": "v_aaa", "prediction": "A dog catches a frisbee."},
                                {"id": "v_bbb", "prediction": "People paint."}])
     scores = {("A man's dog catches a frisbee.", "A dog catches a frisbee."): (4, 2, 5),
-              ("Two people paint a fence.", "People paint."): (3, 1, 2)}
+              ("Two people paint a fence.", "People paint."): (3, 1, 2.7)}  # 2.7 counts 2, as in Video-ChatGPT
 
     def script(messages, attempt):
         criterion = CRITERION_OF_SYSTEM[messages[0]["content"]]
         user = messages[1]["content"]
-        assert user.startswith(f"Question: {DEFAULT_DESCRIPTION_PROMPT}\n")
-        reference = re.search(r"Reference answer: (.*)\n", user).group(1)
-        prediction = re.search(r"Predicted answer: (.*)\n", user).group(1)
+        assert f"\nQuestion: {DEFAULT_DESCRIPTION_PROMPT}\n" in user
+        reference = re.search(r"Correct Answer: (.*)\n", user).group(1)
+        prediction = re.search(r"Predicted Answer: (.*)\n", user).group(1)
         return json.dumps({"score": scores[(reference, prediction)][("correctness", "detail", "context").index(criterion)]})
 
     with ScriptedJudgeServer(script) as server:

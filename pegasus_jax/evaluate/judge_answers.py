@@ -37,6 +37,12 @@ def parse_score(text: str, low: int = 0, high: int = 5) -> float:
     return float(score)
 
 
+def parse_integer_score(text: str) -> int:
+    """parse_score truncated with int(), as Video-ChatGPT's scoring scripts take the judge's reply
+    (judges asked for an integer still answer 4.8 now and then: that counts 4)."""
+    return int(parse_score(text))
+
+
 def parse_string_list(text: str, key: str) -> list[str]:
     """{key: ["...", ...]}; blank strings are dropped."""
     value = parse_object(text).get(key)

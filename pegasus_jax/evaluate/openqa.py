@@ -23,9 +23,10 @@ import os
 
 from pegasus_jax.errors import UserError
 from pegasus_jax.evaluate.data_files import read_json, read_jsonl, resolve_video
-from pegasus_jax.evaluate.judge_answers import parse_object, parse_score
+from pegasus_jax.evaluate.judge_answers import parse_integer_score, parse_object
 from pegasus_jax.evaluate.judge_session import JudgeSession
 from pegasus_jax.evaluate.predictions import Prompt
+from pegasus_jax.evaluate.vcg_prompts import qa_pair
 
 # Our wording of Video-ChatGPT's zero-shot QA judge prompt; its fields and answer format are theirs.
 SYSTEM = ("You are an evaluator of generated answers to questions about videos. Compare the predicted answer "
@@ -51,8 +52,7 @@ class OpenQaItem:
 
 
 def judge_messages(question: str, answer: str, prediction: str) -> list[dict]:
-    user = (f"Evaluate this question-answer pair about a video:\n\nQuestion: {question}\nCorrect Answer: {answer}\n"
-            f"Predicted Answer: {prediction}\n\n{ANSWER_FORMAT}")
+    user = qa_pair(question, answer, prediction) + ANSWER_FORMAT
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
@@ -60,7 +60,7 @@ def parse_verdict(text: str) -> dict:
     pred = parse_object(text).get("pred")
     if not isinstance(pred, str) or pred.strip().lower() not in ("yes", "no"):
         raise ValueError(f"'pred' {pred!r} is not 'yes' or 'no'")
-    return {"pred": pred.strip().lower(), "score": int(parse_score(text))}
+    return {"pred": pred.strip().lower(), "score": parse_integer_score(text)}
 
 
 def _pick(row: dict, fields: tuple[str, ...], where: str):

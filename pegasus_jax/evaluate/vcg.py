@@ -1,6 +1,7 @@
 """The `vcg` benchmark (QEFVC, Video-ChatGPT's quantitative protocol): a judge grades answers 0-5 on
 correctness, detail orientation and contextual understanding (generic questions), temporal
-understanding (temporal questions) and consistency (two phrasings of one question).
+understanding (temporal questions) and consistency (two phrasings of one question). A score is the
+judge's number truncated to an integer, as Video-ChatGPT's scripts take it.
 
 Input: Video-ChatGPT's Benchmarking_QA folder, holding any of generic_qa.json, temporal_qa.json
 ([{"video_name", "Q", "A"}]) and consistency_qa.json ([{"video_name", "Q1", "Q2", "A"}]). Videos
@@ -18,7 +19,7 @@ import os
 
 from pegasus_jax.errors import UserError
 from pegasus_jax.evaluate.data_files import read_json, require, resolve_video
-from pegasus_jax.evaluate.judge_answers import parse_score
+from pegasus_jax.evaluate.judge_answers import parse_integer_score
 from pegasus_jax.evaluate.judge_session import JudgeSession
 from pegasus_jax.evaluate.predictions import Prompt
 from pegasus_jax.evaluate.vcg_prompts import CRITERIA, consistency_messages, single_answer_messages
@@ -84,7 +85,7 @@ def _questions(item: VcgItem, predictions: dict[str, str]) -> list[tuple[str, li
 def run_vcg(items: list[VcgItem], predict, session: JudgeSession) -> tuple[dict, list[dict]]:
     predictions = predict(vcg_prompts(items))
     jobs = [(item, criterion, messages) for item in items for criterion, messages in _questions(item, predictions)]
-    answers = session.map(lambda job: session.ask(job[2], parse_score), jobs)
+    answers = session.map(lambda job: session.ask(job[2], parse_integer_score), jobs)
     rows = {item.id: {"id": item.id, "kind": item.kind, "question": item.question, "answer": item.answer,
                       "scores": {}, "errors": {}} for item in items}
     for item, criterion, answer in ((j[0], j[1], a) for j, a in zip(jobs, answers)):
