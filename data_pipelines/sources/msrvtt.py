@@ -66,7 +66,8 @@ def write_jsfusion_eval(input_path: str, csv_path: str, out_dir: str, videos_dir
     missing = [vid for vid in wanted if vid not in by_id]
     if missing:
         raise UserError(f"--jsfusion-csv {csv_path}: {len(missing)} of {len(wanted)} listed videos have no captions "
-                        f"in {input_path} (first: {missing[0]}); the 1k list comes from MSR-VTT's train_val+test videos")
+                        f"in {input_path} (first: {missing[0]}); MSRVTT_data.json (all 10k videos) or test_videodatainfo.json "
+                        "holds them")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "captions.jsonl")
     absent = 0
