@@ -13,7 +13,7 @@ from pegasus_jax.cli.main import main
 from pegasus_jax.evaluate import vcg_prompts
 from pegasus_jax.evaluate.openqa import SYSTEM as OPENQA_SYSTEM
 from pegasus_jax.evaluate.vidfactscore import DEFAULT_DESCRIPTION_PROMPT
-from pegasus_jax.evaluate.vidfactscore_prompts import FUSE_SYSTEM
+from pegasus_jax.evaluate import vidfactscore_prompts as vfs
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "eval")
 JUDGE = ["--judge-model", "judge-test", "--judge-timeout", "5", "--judge-attempts", "2", "--judge-backoff", "0.01"]
@@ -57,6 +57,20 @@ def qefvc_script(messages, attempt):
     return "no idea" if score is None else "{'score': %d}" % score
 
 
+def _numbered(block):
+    return re.findall(r"^\d+\. (.*)$", block, re.M)
+
+
+def vidfactscore_script(messages, attempt):
+    """Atoms are a text's sentences; an atom is supported / found when the other side has it verbatim."""
+    system, user = messages[0]["content"], messages[1]["content"]
+    if system == vfs.ATOMIZE_SYSTEM:
+        return json.dumps({"atoms": [user.split("\n", 1)[1]]})
+    first, second = (_numbered(part) for part in user.split("\n\n"))
+    key = {vfs.PRECISION_SYSTEM: "supported", vfs.RECALL_SYSTEM: "found"}[system]
+    return json.dumps({key: [atom in first for atom in second]})
+
+
 def test_jsfusion_file_fused_references_and_scores(tmp_path, capsys):
     src, out = tmp_path / "msrvtt", tmp_path / "eval"
     _msrvtt_annotations(tmp_path / "MSRVTT_data.json")
@@ -77,7 +91,7 @@ def test_jsfusion_file_fused_references_and_scores(tmp_path, capsys):
     fuse_requests = []
 
     def fuse_script(messages, attempt):
-        assert messages[0]["content"] == FUSE_SYSTEM
+        assert messages[0]["content"] == vfs.FUSE_SYSTEM
         index = re.search(r"1\. v(\d) caption 19", messages[1]["content"]).group(1)
         fuse_requests.append(index)
         if index == "0" and attempt == 1:
@@ -106,6 +120,20 @@ def test_jsfusion_file_fused_references_and_scores(tmp_path, capsys):
         assert [r["rouge_l"] for r in report["items"]] == rouge
         assert report["aggregate"]["rouge_l"] == pytest.approx(sum(rouge) / 3, abs=1e-12)
         assert len(report["items"][0]["references"]) == (1 if references == "fused" else 20)
+
+    with ScriptedJudgeServer(vidfactscore_script) as server:
+        # on the 20 captions, VidFactScore fuses them itself: the same question, answered by fuse-references' cache
+        assert main(["eval", "--benchmark", "vidfactscore", "--data", str(fused), "--predictions", str(predictions),
+                     "--out", str(tmp_path / "vfs"), "--judge-cache", str(out / "judge_cache.sqlite"),
+                     "--judge-url", server.url, *JUDGE]) == 0
+        # atomize 3 references and the 1 prediction that differs from its reference (the identical two are the
+        # same question: cached), then P and R for each video
+        assert server.requests == 3 + 1 + 3 * 2
+    report = _report(tmp_path / "vfs", "vidfactscore")
+    assert [r["reference"] for r in report["items"]] == [FUSED[i] for i in ids]
+    # P and R per video: 1 (identical), 0 (nothing shared), 1 (identical)
+    assert report["aggregate"]["precision"] == report["aggregate"]["recall"] == pytest.approx(2 / 3, abs=1e-12)
+    assert report["meta"]["judge_stats"]["cache_hits"] == 3 + 2  # the 3 fusions, the 2 repeated atomizations
 
     with ScriptedJudgeServer(qefvc_script) as server:
         reports = tmp_path / "qefvc"
