@@ -168,6 +168,10 @@ def test_protocol_input_errors_are_one_line(tmp_path, capsys):
                  "--references", "fused"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "no 'fused_reference'" in err
+    assert main(["eval", "--benchmark", "openqa", "--data", str(tmp_path), "--predictions", str(predictions), "--out",
+                 str(tmp_path / "r"), "--references", "fused", "--judge-url", "http://127.0.0.1:9", *JUDGE]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --references fused applies to --benchmark caption | vidfactscore | qefvc, not openqa")
 
 
 def test_qefvc_on_vcg_video_descriptions(tmp_path, capsys):

@@ -3,8 +3,8 @@
 `pegasus-jax eval fuse-references --data CAPTIONS --out FILE` (each video's captions fused by the judge into
 one reference, read by `--references fused`). The protocol of each benchmark: docs/evaluation.md.
 
-Judged benchmarks (vcg, vidfactscore, qefvc, openqa) and fuse-references talk to any OpenAI-compatible chat-completions endpoint:
---judge-url / PEGASUS_JUDGE_URL, --judge-model / PEGASUS_JUDGE_MODEL, and the key from
+Judged benchmarks (vcg, vidfactscore, qefvc, openqa) and fuse-references talk to any OpenAI-compatible
+chat-completions endpoint: --judge-url / PEGASUS_JUDGE_URL, --judge-model / PEGASUS_JUDGE_MODEL, and the key from
 PEGASUS_JUDGE_API_KEY (preferred: a --judge-api-key flag is visible in process lists).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="folder for <benchmark>.json, <benchmark>.md and the judge cache")
     p.add_argument("--videos", help="folder the annotations' video paths are relative to (default: theirs)")
     p.add_argument("--predictions", help="JSONL of {id, prediction}: score these instead of generating")
-    p.add_argument("--prompt", help="generation prompt for caption / vidfactscore")
+    p.add_argument("--prompt", help="generation prompt for caption / vidfactscore / qefvc")
     p.add_argument("--references", choices=("all", "fused"), default="all",
                    help="caption, vidfactscore, qefvc: score against all captions of a video, or against its "
                         "'fused_reference' (written by `eval fuse-references`)")

@@ -21,6 +21,7 @@ from pegasus_jax.train.distributed import is_main
 
 BENCHMARKS = ("caption", "mcq", "loss", "vcg", "vidfactscore", "qefvc", "openqa")
 JUDGED = ("vcg", "vidfactscore", "qefvc", "openqa")
+REFERENCE_BENCHMARKS = ("caption", "vidfactscore", "qefvc")  # the ones --references fused can change
 
 
 def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: str | None = None,
@@ -33,8 +34,8 @@ def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: 
     or against its judge-fused reference (`eval fuse-references`).
 
     In a multi-process job every process calls this: the generation benchmarks (caption, vcg,
-    vidfactscore, qefvc, openqa) split their prompts over the processes, and process 0 alone scores them (the judge's
-    calls included) and writes the report; mcq and loss run on process 0. The others return None.
+    vidfactscore, qefvc, openqa) split their prompts over the processes, and process 0 alone scores them (the
+    judge's calls included) and writes the report; mcq and loss run on process 0. The others return None.
     """
     if benchmark not in BENCHMARKS:
         raise UserError(f"--benchmark {benchmark!r}: expected one of {', '.join(BENCHMARKS)}")
@@ -42,6 +43,9 @@ def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: 
         raise UserError(f"--benchmark {benchmark} needs a judge (--judge-url / PEGASUS_JUDGE_URL)")
     if predictions is None and model is None:
         raise UserError("pass --checkpoint (or, for generation benchmarks, --predictions FILE)")
+    if references != "all" and benchmark not in REFERENCE_BENCHMARKS:
+        raise UserError(f"--references {references} applies to --benchmark {' | '.join(REFERENCE_BENCHMARKS)}, "
+                        f"not {benchmark}")
     if predictions is not None and benchmark in ("mcq", "loss"):
         raise UserError(f"--predictions does not apply to --benchmark {benchmark}: it scores the model itself")
     predict = FilePredictor(predictions) if predictions else ModelPredictor(model, batch_size)
