@@ -11,7 +11,11 @@ import pytest
 from conftest import ScriptedJudgeServer
 from pegasus_jax.cli.main import main
 from pegasus_jax.evaluate import vcg_prompts
-from pegasus_jax.evaluate.openqa import SYSTEM as OPENQA_SYSTEM
+from pegasus_jax.evaluate.judge import HttpJudge
+from pegasus_jax.evaluate.judge_cache import JudgeCache
+from pegasus_jax.evaluate.judge_session import JudgeSession
+from pegasus_jax.evaluate.openqa import SYSTEM as OPENQA_SYSTEM, load_openqa_items
+from pegasus_jax.evaluate.runner import run_benchmark
 from pegasus_jax.evaluate.vidfactscore import DEFAULT_DESCRIPTION_PROMPT
 from pegasus_jax.evaluate import vidfactscore_prompts as vfs
 
@@ -267,3 +271,15 @@ def test_openqa_accuracy_and_score_per_dataset(tmp_path):
         "tgif_qa": {"accuracy": 1.0, "score": 4.0, "yes": 1, "no": 0, "failed": 0, "items": 1}}
     # over all 5 judged questions: 4 yes; scores 5 + 1 + 4 + 3 + 4 = 17
     assert (aggregate["accuracy"], aggregate["score"], aggregate["failed"], aggregate["items"]) == (0.8, 3.4, 1, 6)
+
+    class QuestionModel:  # a model asked each question as its prompt gives the same answers
+        def generate_batch(self, pairs):
+            return [answer_to[prompt] for _, prompt in pairs]
+
+    items = {i.id: i for i in load_openqa_items(str(tmp_path / "qa"))}
+    answer_to = {items[qid].question: text for qid, text in predictions.items()}
+    with ScriptedJudgeServer(script) as server:
+        session = JudgeSession(HttpJudge(url=server.url, model="judge-test", timeout_s=5),
+                               JudgeCache(str(tmp_path / "r" / "judge_cache.sqlite")), attempts=2, backoff_s=0.01)
+        again = run_benchmark("openqa", str(tmp_path / "qa"), str(tmp_path / "r2"), model=QuestionModel(), session=session)
+        assert again == aggregate and server.requests == 2  # only the failed question is asked again
