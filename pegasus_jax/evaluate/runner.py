@@ -23,8 +23,10 @@ JUDGED = ("vcg", "vidfactscore")
 
 def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: str | None = None,
                   session: JudgeSession | None = None, videos: str | None = None, prompt: str | None = None,
-                  meteor: bool = False, batches: int = 50, batch_size: int = 8, meta: dict | None = None) -> dict | None:
+                  meteor: bool = False, batches: int = 50, batch_size: int = 8, meta: dict | None = None,
+                  sampling: dict | None = None) -> dict | None:
     """Run one benchmark and write `<out>/<benchmark>.json|.md`; returns the report's aggregate.
+    `sampling`: the generation's SamplingParams fields (temperature, max_new_tokens, ...).
 
     In a multi-process job every process calls this: the generation benchmarks (caption, vcg,
     vidfactscore) split their prompts over the processes, and process 0 alone scores them (the judge's
@@ -38,7 +40,7 @@ def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: 
         raise UserError("pass --checkpoint (or, for generation benchmarks, --predictions FILE)")
     if predictions is not None and benchmark in ("mcq", "loss"):
         raise UserError(f"--predictions does not apply to --benchmark {benchmark}: it scores the model itself")
-    predict = FilePredictor(predictions) if predictions else ModelPredictor(model, batch_size)
+    predict = FilePredictor(predictions) if predictions else ModelPredictor(model, batch_size, sampling)
     start = time.time()
     try:
         aggregate, items = _run(benchmark, data, predict, model, session, videos, prompt, meteor, batches)
