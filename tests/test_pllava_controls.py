@@ -13,7 +13,7 @@ from pegasus_jax.cli.main import main
 from tests.test_cli_ux import in_process, one_line_error
 
 ALPHAS = (0.0, 16.0, 256.0)
-NEW_TOKENS = 12
+NEW_TOKENS = 8
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +32,24 @@ def lora_run(corpus, reference, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def captions(corpus, tmp_path_factory):
-    """Four held-out clips with their captions (the caption benchmark's folder format)."""
+    """Three held-out clips with their captions (the caption benchmark's folder format)."""
     root = tmp_path_factory.mktemp("captions")
     with open(root / "captions.jsonl", "w") as f:
-        for ex, _ in zip(records.read_all(corpus["heldout"]), range(4)):
+        for ex, _ in zip(records.read_all(corpus["heldout"]), range(3)):
             (root / f"{ex.id}.mp4").write_bytes(ex.video)
             f.write(json.dumps({"video": f"{ex.id}.mp4", "captions": [str(c) for c in ex.captions]}) + "\n")
     return root
 
 
-def test_lora_alpha_sweep_tables_scores_and_alpha_zero_is_the_base_model(lora_run, reference, captions, tmp_path,
-                                                                         capsys):
+@pytest.fixture(scope="module")
+def base(reference):
+    """The reference run through the Python API: the LoRA run's base model."""
     from pegasus_jax.infer.api import Pegasus
 
+    return Pegasus.load(str(reference))
+
+
+def test_lora_alpha_sweep_tables_scores_and_alpha_zero_is_the_base_model(lora_run, base, captions, tmp_path, capsys):
     out = tmp_path / "sweep"
     assert main(["eval", "--checkpoint", str(lora_run), "--benchmark", "caption", "--data", str(captions),
                  "--out", str(out), "--lora-alpha", ",".join(f"{a:g}" for a in ALPHAS),
@@ -62,7 +67,6 @@ def test_lora_alpha_sweep_tables_scores_and_alpha_zero_is_the_base_model(lora_ru
         return [item["prediction"] for item in report["items"]]
 
     items = [(str(captions / json.loads(line)["video"]), json.loads(line)) for line in open(captions / "captions.jsonl")]
-    base = Pegasus.load(str(reference))
     from pegasus_jax.evaluate.captioning import DEFAULT_CAPTION_PROMPT
 
     expected = base.generate_batch([(video, DEFAULT_CAPTION_PROMPT) for video, _ in items], max_new_tokens=NEW_TOKENS)
@@ -70,11 +74,10 @@ def test_lora_alpha_sweep_tables_scores_and_alpha_zero_is_the_base_model(lora_ru
     assert predictions(256) != expected
 
 
-def test_num_segments_recuts_the_video_within_the_budget(reference, captions):
-    from pegasus_jax.infer.api import Pegasus
+def test_num_segments_recuts_the_video_within_the_budget(base, captions):
     from pegasus_jax.models.alignment import pool_shape, tokens_per_segment
 
-    model = Pegasus.load(str(reference))
+    model = base
     video = str(next(captions.glob("*.mp4")))  # a 2 s clip: 2 consecutive 1 s segments
     m = model.config.model
     for count, segments in ((1, 1), (2, 2), (4, 2)):  # 1: one window over the whole clip
@@ -85,7 +88,7 @@ def test_num_segments_recuts_the_video_within_the_budget(reference, captions):
         assert prefix.embeddings.shape[1] == segments * tokens_per_segment(pool, m.align.audio_tokens,
                                                                           m.transcript_tokens)
     assert pool_shape(m, 4) == (2, 1, 1)
-    model.set_num_segments(2)
+    model.set_num_segments(2)  # the training count again, for the other tests
     assert model.generate(video, "Describe the video.", max_new_tokens=4)
 
 
@@ -144,3 +147,14 @@ def test_pool_after_projector_keeps_the_token_count_and_changes_the_tokens():
     np.testing.assert_allclose(  # the order, spelled out, with the same projector weights
         np.asarray(pooled_after),
         np.asarray(adaptive_avg_pool(first.vision_projector(grid), (2, 2, 2), (1, 2, 3)).reshape(3, 8, 64)), atol=1e-6)
+
+
+def test_a_checkpoint_from_before_train_projector_reads_as_adapters_alone():
+    """Its LoRA stage froze the projector: its train state holds the projector among the frozen parameters."""
+    from pegasus_jax import config as cfg
+    from pegasus_jax.infer.checkpoint_loader import config_from_metadata
+
+    stored = cfg.get("tiny", train__stage="instruct_lora", model__lora__rank=4).to_dict()
+    assert config_from_metadata({"config": stored}).model.lora.train_projector is True
+    del stored["model"]["lora"]["train_projector"]
+    assert config_from_metadata({"config": stored}).model.lora.train_projector is False
