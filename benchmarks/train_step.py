@@ -66,7 +66,7 @@ def _split_text_lm(config, model):
 
     from pegasus_jax.train.state import trainable_filter
 
-    return nnx.split(model, trainable_filter(config.train.stage), nnx.Param, ...)
+    return nnx.split(model, trainable_filter(config), nnx.Param, ...)
 
 
 def decoder_train_spec(config, mesh=None):

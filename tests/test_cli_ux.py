@@ -67,7 +67,7 @@ def test_config_errors_are_one_line(files, capsys):
     (["--top-p", "1.5"], "--top-p 1.5: must be > 0 and <= 1 (1 = off)"),
     (["--top-p", "0"], "--top-p 0.0: must be > 0 and <= 1 (1 = off)"),
     (["--top-k", "-3"], "--top-k -3: must be >= 0 (0 = off)"),
-    (["--max-tokens", "0"], "--max-tokens 0: must be >= 1"),
+    (["--max-tokens", "0"], "--max-new-tokens 0: must be >= 1"),  # --max-tokens: the older spelling
 ])
 def test_sampling_flags_are_checked_first(flags, message, capsys):
     """Checked before the checkpoint (which does not exist here) or the video are looked at."""

@@ -1,7 +1,8 @@
 """Export to PyTorch: the decoder as a plain Llama folder and the whole model through transformers'
 custom-code convention, checked against our JAX model (fp32, 1e-4): a real decoded clip through the
-whole model in a process that cannot import JAX, CLIP/SigLIP x tied/untied (GQA) decoders, LoRA merge
-and PLLaVA alpha blending, greedy generation, import(export(x)) == x, and a memory bound on streaming."""
+whole model in a process that cannot import JAX, CLIP/SigLIP x tied/untied (GQA) decoders, pooling after
+the projector (PLLaVA's order), LoRA merge and PLLaVA alpha blending, greedy generation,
+import(export(x)) == x, and a memory bound on streaming."""
 import json
 import os
 import subprocess
@@ -45,6 +46,11 @@ VARIANTS = {"clip-untied": dict(model__vision__kind="clip"),
                                 model__decoder__tie_embeddings=True)}
 
 
+# The whole-model parity test covers PLLaVA's pooling order too (project every grid token, then pool).
+PARITY_VARIANTS = {**VARIANTS, "clip-pool-after-projector": dict(model__vision__kind="clip",
+                                                                 model__align__pool_after_projector=True)}
+
+
 @pytest.fixture(scope="module")
 def tokenizer_path(tmp_path_factory):
     words = "a red green blue yellow circle square triangle star moves left right up down slowly quickly " \
@@ -71,7 +77,7 @@ def export_cli(ckpt, out, *flags):
 @pytest.fixture(scope="module")
 def variants(tokenizer_path, tmp_path_factory):
     out = {}
-    for name, overrides in VARIANTS.items():
+    for name, overrides in PARITY_VARIANTS.items():
         root = tmp_path_factory.mktemp(f"export-{name}")
         config = cfg.get("tiny", data__tokenizer=tokenizer_path, **overrides)
         model = random_model(config)
@@ -108,7 +114,7 @@ def clip_batch(config, tok: Tokenizer) -> dict[str, np.ndarray]:
 
 
 def test_full_model_without_jax_matches_ours_on_a_real_clip(variants, tmp_path):
-    """Both variants in one subprocess (torch + transformers start once)."""
+    """Every variant in one subprocess (torch + transformers start once)."""
     args, expected = [], {}
     for name, v in variants.items():
         batch = clip_batch(v["config"], load_tokenizer(v["config"].data.tokenizer))

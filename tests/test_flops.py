@@ -48,3 +48,15 @@ def test_param_counts_split_embedding_from_n():
     counts = param_counts(cfg.get("tiny"))
     assert counts["embedding"] == 2 * 512 * 64  # token embedding + untied lm_head
     assert counts["non_embedding"] == counts["total"] - counts["embedding"] > 0
+
+
+def test_pool_after_projector_projects_every_grid_token_and_keeps_the_token_count():
+    c = cfg.get("tiny", model__align__pool_after_projector=True)
+    before = flops_per_example(cfg.get("tiny"))
+    got = flops_per_example(c)
+    # PLLaVA's order: 2 segments x 4 frames x 16 grid tokens through the projector, then pooled to 8
+    align = 2 * 4 * 16 * (32 * 64 + 64 * 64) + 2 * 64 * 64 + 2 * 4 * (32 * 64 + 64 * 64)
+    assert got["align"] == 2 * align
+    assert decoder_sequence_length(c) == 82  # the decoder sees as many tokens as pooling first
+    assert {k: v for k, v in got.items() if not k.startswith(("align", "total"))} == \
+        {k: v for k, v in before.items() if not k.startswith(("align", "total"))}

@@ -1,4 +1,5 @@
-"""Stages train only their parameters: stage 1 (align) the projector, LoRA the adapters; merge is exact."""
+"""Stages train only their parameters: stage 1 (align) the projector, LoRA the adapters (and the projector,
+as PLLaVA, unless model.lora.train_projector is off); merge is exact."""
 import jax
 import numpy as np
 import pytest
@@ -44,18 +45,31 @@ def test_stage1_trains_only_the_alignment_model():
     assert count_params(after["params"]) < count_params(after["frozen"])
 
 
-def test_lora_trains_only_adapters_and_merge_is_exact():
+def test_lora_trains_adapters_and_projector_and_merge_is_exact():
+    """PLLaVA's LoRA stage (model.lora.train_projector, the default) tunes the alignment model with the adapters."""
     from pegasus_jax.models.lora import merge_lora
 
     spec, before, after, batch = train_a_few_steps(cfg.get("tiny", train__stage="instruct_lora", model__lora__rank=4))
     moved = changed(before, after)
-    assert moved and all("lora" in k for k in moved), sorted(moved)[:5]
+    assert moved and all("lora" in k or k.startswith("alignment/") for k in moved), sorted(moved)[:5]
+    assert any(k.startswith("alignment/vision_projector/") for k in moved)
+    trainable = {"/".join(map(str, k)) for k in traverse_util.flatten_dict(after["params"])}
+    assert "alignment/vision_projector/fc1/kernel" in trainable  # trained, so it has Adam moments:
+    assert count_params(after["opt_state"]) >= 2 * count_params(after["params"])
     model = spec.model(after["params"], after["frozen"], after["rest"])
     adapted = np.asarray(model(batch))
     base = spec.model(before["params"], after["frozen"], after["rest"])
     assert np.abs(adapted - np.asarray(base(batch))).max() > 1e-6  # the adapters did something
     merged = merge_lora(model)
     np.testing.assert_allclose(np.asarray(merged(batch)), adapted, atol=1e-5)
+
+
+def test_lora_stage_without_train_projector_trains_the_adapters_alone():
+    config = cfg.get("tiny", train__stage="instruct_lora", model__lora__rank=4, model__lora__train_projector=False)
+    config.mesh.data = 1
+    spec = TrainSpec.create(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+    trainable = traverse_util.flatten_dict(spec.templates[0].to_pure_dict())
+    assert trainable and all(path[-1] in ("lora_a", "lora_b") for path in trainable), sorted(trainable)[:5]
 
 
 def test_lr_mults_scale_the_matching_updates_and_a_typo_is_an_error():

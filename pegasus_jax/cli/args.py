@@ -72,7 +72,7 @@ def split_config_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
 
 # CLI flag of each sampling parameter (pegasus_jax.infer.sampling.SamplingParams' field names).
 SAMPLING_FLAGS = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
-                  "max_new_tokens": "--max-tokens"}
+                  "max_new_tokens": "--max-new-tokens"}
 
 
 def sampling_from_args(args) -> dict:
@@ -84,3 +84,21 @@ def sampling_from_args(args) -> dict:
         sampling["max_new_tokens"] = args.max_tokens
     check_sampling(sampling, SAMPLING_FLAGS)
     return sampling
+
+
+def lora_alphas_from_args(args, sweep: bool) -> list[float]:
+    """--lora-alpha as numbers: one value, or with `sweep` (eval) a comma-separated list, e.g. 0,2,4,8,16.
+    Their range against the checkpoint is checked once its config is read (models/lora.py)."""
+    spec = getattr(args, "lora_alpha", None)
+    if spec is None:
+        return []
+    try:
+        alphas = [float(part) for part in spec.split(",")]
+    except ValueError:
+        raise UserError(f"--lora-alpha {spec!r}: expected a number" + (" or numbers separated by commas, "
+                        "e.g. 0,2,4,8,16" if sweep else "")) from None
+    if len(alphas) > 1 and not sweep:
+        raise UserError(f"--lora-alpha {spec!r}: one value here (eval sweeps a list)")
+    if len(set(alphas)) != len(alphas):
+        raise UserError(f"--lora-alpha {spec!r}: a value is repeated")
+    return alphas

@@ -6,12 +6,16 @@ one reference, read by `--references fused`). The protocol of each benchmark: do
 Judged benchmarks (vcg, vidfactscore, qefvc, openqa) and fuse-references talk to any OpenAI-compatible
 chat-completions endpoint: --judge-url / PEGASUS_JUDGE_URL, --judge-model / PEGASUS_JUDGE_MODEL, and the key from
 PEGASUS_JUDGE_API_KEY (preferred: a --judge-api-key flag is visible in process lists).
+
+Generation follows the sampling flags (default greedy, 96 new tokens), --num-segments sets the segment
+windows per video, and --lora-alpha 0,2,4,8,16 sweeps the LoRA scale in one run (evaluate/lora_sweep.py).
 """
 from __future__ import annotations
 
 import os
 
-from pegasus_jax.cli.generate import add_model_flags, load_model
+from pegasus_jax.cli.args import lora_alphas_from_args, sampling_from_args
+from pegasus_jax.cli.generate import add_model_flags, add_sampling_flags, check_model_flags, load_model
 from pegasus_jax.errors import UserError
 
 
@@ -35,7 +39,10 @@ def register(subparsers) -> None:
     p.add_argument("--meteor", action="store_true", help="caption: also METEOR (needs java, ~10 s)")
     p.add_argument("--batches", type=int, default=50, help="loss: number of batches")
     p.add_argument("--batch-size", type=int, default=8, help="videos per generate_batch call")
-    add_model_flags(p)
+    add_sampling_flags(p, max_tokens_default="96")
+    add_model_flags(p, lora_alpha_help="LoRA scale at inference; a comma-separated list (e.g. 0,2,4,8,16) "
+                                       "sweeps it in one run and tables the scores per alpha "
+                                       "(<out>/<benchmark>_lora_alpha.json|.md); 0 = the base model")
     p.add_argument("--judge-url", help="OpenAI-compatible base URL (default $PEGASUS_JUDGE_URL)")
     p.add_argument("--judge-model", help="judge model name (default $PEGASUS_JUDGE_MODEL)")
     p.add_argument("--judge-api-key", help="judge API key (default $PEGASUS_JUDGE_API_KEY; prefer the variable)")
@@ -61,19 +68,38 @@ def run(args) -> int:
     for flag in ("benchmark", "data", "out"):
         if not getattr(args, flag):
             raise UserError(f"--{flag} is required")
+    sampling = sampling_from_args(args)
+    alphas = lora_alphas_from_args(args, sweep=True)
     from pegasus_jax.evaluate.runner import JUDGED, run_benchmark
     from pegasus_jax.train import distributed
 
+    uses_model = bool(args.checkpoint) and not (args.predictions and args.benchmark not in ("mcq", "loss"))
+    if uses_model:
+        check_model_flags(args, sweep=True)
+    elif alphas or args.num_segments is not None:
+        raise UserError("--lora-alpha and --num-segments set the model's generation: pass --checkpoint, not --predictions")
     distributed.initialize()  # a multi-process job splits the inputs over its processes
     session = _judge_session(args) if args.benchmark in JUDGED and distributed.is_main() else None
-    model = None
-    if args.checkpoint and not (args.predictions and args.benchmark not in ("mcq", "loss")):
-        model = load_model(args)
+    model = load_model(args) if uses_model else None
+    meta = {"checkpoint": args.checkpoint, "sampling": sampling, "num_segments": args.num_segments,
+            "lora_alpha": alphas[0] if alphas else None}
+
+    def evaluate(out: str, lora_alpha: float | None = meta["lora_alpha"]) -> dict | None:
+        return run_benchmark(args.benchmark, args.data, out, model=model, predictions=args.predictions,
+                             session=session, videos=args.videos, prompt=args.prompt, meteor=args.meteor,
+                             batches=args.batches, batch_size=args.batch_size, sampling=sampling,
+                             meta={**meta, "lora_alpha": lora_alpha}, references=args.references)
+
     try:
-        aggregate = run_benchmark(args.benchmark, args.data, args.out, model=model, predictions=args.predictions,
-                                  session=session, videos=args.videos, prompt=args.prompt, meteor=args.meteor,
-                                  batches=args.batches, batch_size=args.batch_size,
-                                  meta={"checkpoint": args.checkpoint}, references=args.references)
+        if len(alphas) > 1:
+            from pegasus_jax.evaluate.lora_sweep import sweep_lora_alpha, table_markdown
+
+            table = sweep_lora_alpha(model, alphas, evaluate, args.out, args.benchmark, {**meta, "lora_alpha": alphas})
+            if table is not None:
+                print(table_markdown(table), end="")
+                print(f"report: {os.path.join(args.out, args.benchmark + '_lora_alpha.json')}")
+            return 0
+        aggregate = evaluate(args.out)
     finally:
         if session is not None and session.cache is not None:
             session.cache.close()

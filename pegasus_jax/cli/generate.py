@@ -10,37 +10,73 @@ import json
 import os
 import sys
 
-from pegasus_jax.cli.args import sampling_from_args
+from pegasus_jax.cli.args import lora_alphas_from_args, sampling_from_args
 from pegasus_jax.errors import UserError
 from pegasus_jax.infer.sampling import DEFAULT_TEMPERATURE
 
 
-def add_model_flags(p) -> None:
+def add_model_flags(p, lora_alpha_help: str = "LoRA scale at inference (the delta is alpha / rank times A @ B); "
+                                                "0 = the base model (default: the checkpoint's)") -> None:
     p.add_argument("--mesh", metavar="AXIS=N,...",
                    help="shard the model over this host's devices, e.g. fsdp=4,tensor=2 (default: one device)")
     p.add_argument("--dtype", choices=("bf16", "fp32"), help="parameters and compute (default: the checkpoint's)")
+    p.add_argument("--num-segments", type=int, metavar="N",
+                   help="segment windows each video is cut into, pooled to fit the model's visual-token budget "
+                        "(PLLaVA's frame-count control; default: the checkpoint's data.max_segments)")
+    p.add_argument("--lora-alpha", metavar="ALPHA", help=lora_alpha_help)
+
+
+def add_sampling_flags(p, max_tokens_default: str = "the task's") -> None:
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                   help="sampling temperature, >= 0; 0 = greedy, as in the Python API")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens; 0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass, in (0, 1]; 1 = off")
+    p.add_argument("--max-new-tokens", "--max-tokens", dest="max_tokens", type=int, default=None,
+                   help=f"most tokens to generate (default: {max_tokens_default})")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+
+
+def check_model_flags(args, sweep: bool) -> None:
+    """--num-segments and --lora-alpha (with `sweep`, a list) against the checkpoint's config (its metadata
+    only): a one-line error before the model loads."""
+    alphas = lora_alphas_from_args(args, sweep)
+    if args.num_segments is None and not alphas:
+        return
+    from pegasus_jax.infer.checkpoint_loader import config_from_metadata
+    from pegasus_jax.infer.video_input import check_num_segments
+    from pegasus_jax.models.lora import check_lora_alpha
+    from pegasus_jax.train import checkpoint
+
+    config = config_from_metadata(checkpoint.read_metadata(*checkpoint.resolve_checkpoint(args.checkpoint)))
+    if args.num_segments is not None:
+        check_num_segments(config, args.num_segments)
+    for alpha in alphas:
+        check_lora_alpha(config, alpha)
 
 
 def load_model(args):
-    """The checkpoint as the Python API, on --mesh / --config.mesh.* and in --dtype."""
+    """The checkpoint as the Python API, on --mesh / --config.mesh.* and in --dtype, cutting videos into
+    --num-segments windows and with a single --lora-alpha applied (eval sweeps a list itself); the flags
+    were checked by `check_model_flags`."""
     from pegasus_jax.infer.api import Pegasus
 
     mesh = args.mesh
     overrides = {k[len("mesh."):]: v for k, v in getattr(args, "config_overrides", {}).items() if k.startswith("mesh.")}
     if overrides:
         mesh = ",".join(filter(None, [mesh] + [f"{k}={v}" for k, v in overrides.items()]))
-    return Pegasus.load(args.checkpoint, mesh=mesh, dtype=args.dtype)
+    model = Pegasus.load(args.checkpoint, mesh=mesh, dtype=args.dtype)
+    if args.num_segments is not None:
+        model.set_num_segments(args.num_segments)
+    alphas = lora_alphas_from_args(args, sweep=True)
+    if len(alphas) == 1:
+        model.set_lora_alpha(alphas[0])
+    return model
 
 
 def _common(p) -> None:
     p.add_argument("--checkpoint", required=True, help="training workdir or one step's checkpoint folder")
     p.add_argument("--video", required=True, help="a video file, a folder of videos, or a JSONL of {\"video\": path}")
-    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
-                   help="sampling temperature, >= 0; 0 = greedy, as in the Python API")
-    p.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens; 0 = off")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass, in (0, 1]; 1 = off")
-    p.add_argument("--max-tokens", type=int, default=None, help="most tokens to generate (default: the task's)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    add_sampling_flags(p)
     add_model_flags(p)
 
 
@@ -82,6 +118,7 @@ def video_list(spec: str) -> list[str]:
 
 def run(args) -> int:
     sampling = sampling_from_args(args)
+    lora_alphas_from_args(args, sweep=False)
     schema = None
     if getattr(args, "response_schema", None):
         if not os.path.isfile(args.response_schema):
@@ -106,6 +143,7 @@ def run(args) -> int:
     from pegasus_jax.infer.video_input import check_video
     from pegasus_jax.train import distributed
 
+    check_model_flags(args, sweep=False)
     if single:
         check_video(args.video)  # a bad video fails before the seconds spent loading the model
     else:

@@ -101,6 +101,9 @@ def align_config() -> ml_collections.ConfigDict:
     al.projector_norm = True  # an input LayerNorm; False is LLaVA's projector (linear, act, linear)
     al.projector_act = "gelu"
     al.visual_token_budget = 4096  # total video+audio tokens per sample; pooling adapts to it
+    # False: pool the encoder's grid, then project T'h'w' tokens (cheap for long videos); True: project all
+    # T*g*g grid tokens, then pool (PLLaVA's order). Same token count either way.
+    al.pool_after_projector = False
     return al
 
 
@@ -169,6 +172,9 @@ def lora_config() -> ml_collections.ConfigDict:
     lo.rank = 0  # 0 disables LoRA
     lo.alpha = 32.0  # the delta is scaled by alpha / rank; rescale at inference to blend (PLLaVA)
     lo.targets = ("q", "v")
+    # The instruct_lora stage trains the alignment projectors with the adapters, as PLLaVA does (its LoRA
+    # stage tunes the projector too); False trains the adapters alone.
+    lo.train_projector = True
     return lo
 
 

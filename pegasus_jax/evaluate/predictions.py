@@ -29,8 +29,9 @@ class ModelPredictor:
     input order (the others raise ScoredOnMain once their share is sent: they take no part in scoring).
     """
 
-    def __init__(self, model, batch_size: int = 8):
-        self.model, self.batch_size = model, batch_size
+    def __init__(self, model, batch_size: int = 8, sampling: dict | None = None):
+        """`sampling`: SamplingParams fields for every generation (default: greedy, 96 new tokens)."""
+        self.model, self.batch_size, self.sampling = model, batch_size, sampling or {}
         self.errors: dict[str, str] = {}
 
     def __call__(self, prompts: list[Prompt]) -> dict[str, str]:
@@ -57,7 +58,7 @@ class ModelPredictor:
         for start in range(0, len(prompts), self.batch_size):
             chunk = prompts[start:start + self.batch_size]
             try:
-                texts = self.model.generate_batch([(p.video, p.text) for p in chunk])
+                texts = self.model.generate_batch([(p.video, p.text) for p in chunk], **self.sampling)
                 rows += [(p.id, t, None) for p, t in zip(chunk, texts)]
             except UserError:  # one bad input fails its batch: the prompts one by one find which
                 rows += [self._one(p) for p in chunk]
@@ -66,7 +67,7 @@ class ModelPredictor:
 
     def _one(self, p: Prompt) -> tuple[str, str, str | None]:
         try:
-            return p.id, self.model.generate_batch([(p.video, p.text)])[0], None
+            return p.id, self.model.generate_batch([(p.video, p.text)], **self.sampling)[0], None
         except UserError as e:
             return p.id, "", str(e)
 

@@ -27,8 +27,9 @@ REFERENCE_BENCHMARKS = ("caption", "vidfactscore", "qefvc")  # the ones --refere
 def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: str | None = None,
                   session: JudgeSession | None = None, videos: str | None = None, prompt: str | None = None,
                   meteor: bool = False, batches: int = 50, batch_size: int = 8, meta: dict | None = None,
-                  references: str = "all") -> dict | None:
+                  sampling: dict | None = None, references: str = "all") -> dict | None:
     """Run one benchmark and write `<out>/<benchmark>.json|.md`; returns the report's aggregate.
+    `sampling`: the generation's SamplingParams fields (temperature, max_new_tokens, ...).
 
     `references` ("all" | "fused"): caption, vidfactscore and qefvc score against every caption of a video
     or against its judge-fused reference (`eval fuse-references`).
@@ -48,7 +49,7 @@ def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: 
                         f"not {benchmark}")
     if predictions is not None and benchmark in ("mcq", "loss"):
         raise UserError(f"--predictions does not apply to --benchmark {benchmark}: it scores the model itself")
-    predict = FilePredictor(predictions) if predictions else ModelPredictor(model, batch_size)
+    predict = FilePredictor(predictions) if predictions else ModelPredictor(model, batch_size, sampling)
     start = time.time()
     try:
         aggregate, items = _run(benchmark, data, predict, model, session, videos, prompt, meteor, batches, references)

@@ -7,6 +7,7 @@
     m.generate("clip.mp4", "What colour is the shape?")
     m.generate("clip.mp4", "Name the shape.", schema={...})   # or regex="..."; m.stream(...) alike
     Pegasus.load("runs/pod", mesh="fsdp=4,tensor=2", dtype="bf16")   # sharded over this host's devices
+    m.set_lora_alpha(4.0); m.set_num_segments(6)   # PLLaVA's controls: LoRA blend, segment windows
 
 Every task goes through the same path: the video streams through the segment encoder into pooled
 tokens, the task's prompt (pegasus_jax/prompts.py, shared with training) follows, and the KV-cache
@@ -28,7 +29,8 @@ from data_pipelines.text import prompts
 from pegasus_jax.infer import grammar, schemas
 from pegasus_jax.infer.generate import Generator
 from pegasus_jax.infer.sampling import SamplingParams
-from pegasus_jax.infer.video_input import SegmentEncoder, VideoPrefix, check_video
+from pegasus_jax.infer.video_input import SegmentEncoder, VideoPrefix, check_num_segments, check_video
+from pegasus_jax.models.lora import check_lora_alpha, set_lora_alpha
 
 SUMMARY_TYPES = ("summary", "chapter", "highlight")
 
@@ -37,12 +39,15 @@ class Pegasus:
     def __init__(self, model, config, tokenizer):
         self.model, self.config, self.tokenizer = model, config, tokenizer
         self.encoder = SegmentEncoder(model, config)
-        # the mesh the model was loaded onto (a model built in place has single-device arrays)
-        mesh = getattr(jax.tree.leaves(nnx.state(model, nnx.Param))[0].sharding, "mesh", None)
-        self.generator = Generator(model, stop_ids=(tokenizer.eot_id, tokenizer.eos_id), pad_id=tokenizer.pad_id,
-                                   mesh=mesh if mesh is not None and mesh.size > 1 else None,
-                                   axis_rules=config.mesh.axis_rules)
+        self.generator = self._generator()
         self._vocabulary = None  # the grammar engine's, built on the first constrained call
+
+    def _generator(self) -> Generator:
+        # the mesh the model was loaded onto (a model built in place has single-device arrays)
+        mesh = getattr(jax.tree.leaves(nnx.state(self.model, nnx.Param))[0].sharding, "mesh", None)
+        return Generator(self.model, stop_ids=(self.tokenizer.eot_id, self.tokenizer.eos_id),
+                         pad_id=self.tokenizer.pad_id, mesh=mesh if mesh is not None and mesh.size > 1 else None,
+                         axis_rules=self.config.mesh.axis_rules)
 
     @classmethod
     def load(cls, checkpoint: str, *, mesh=None, dtype: str | None = None) -> "Pegasus":
@@ -54,6 +59,23 @@ class Pegasus:
         configure()  # the Python API is an entry point too
         model, config, tokenizer, _ = load(checkpoint, mesh=mesh, dtype=dtype)
         return cls(model, config, tokenizer)
+
+    # -- PLLaVA's inference controls ------------------------------------------------------------
+    def set_lora_alpha(self, alpha: float) -> None:
+        """Scale the LoRA deltas by alpha / rank from now on, without re-exporting; 0 is the base model
+        exactly (the delta is skipped). The generator's programs retrace: alpha is part of the graph."""
+        check_lora_alpha(self.config, alpha)
+        set_lora_alpha(self.model, alpha)
+        self.generator = self._generator()
+
+    def set_num_segments(self, num_segments: int) -> None:
+        """Cut every video into `num_segments` segment windows (PLLaVA's frame-count control) instead of
+        the data.max_segments training used, pooled to fit the visual-token budget at that count."""
+        check_num_segments(self.config, num_segments)
+        config = self.config.copy_and_resolve_references()
+        config.data.max_segments = num_segments
+        self.config = config
+        self.encoder = SegmentEncoder(self.model, config)
 
     # -- building blocks --------------------------------------------------------------------------
     def encode_video(self, video_path: str) -> VideoPrefix:

@@ -34,10 +34,13 @@ def _backfill(config: ml_collections.ConfigDict, defaults: ml_collections.Config
 
 
 def _upgrade(config: dict) -> dict:
-    """Fields an older release kept elsewhere: data.transcript_tokens is model.transcript_tokens now."""
+    """Fields an older release kept elsewhere or meant otherwise: data.transcript_tokens is
+    model.transcript_tokens now; a checkpoint from before model.lora.train_projector froze the projector."""
     data, model = config.get("data", {}), config.get("model", {})
     if "transcript_tokens" in data:
         model.setdefault("transcript_tokens", data.pop("transcript_tokens"))
+    if "lora" in model:  # the LoRA stage trained the adapters alone before lora.train_projector existed
+        model["lora"].setdefault("train_projector", False)
     return config
 
 

@@ -20,7 +20,7 @@ from flax import nnx
 from data_pipelines.decode import video as video_io
 from data_pipelines.contract import example_spec
 from pegasus_jax.errors import UserError
-from pegasus_jax.models.alignment import pool_shape
+from pegasus_jax.models.alignment import pool_shape, tokens_per_segment
 
 
 @dataclasses.dataclass
@@ -55,6 +55,18 @@ def plan_segments(config, duration: float) -> tuple[list[video_io.Segment], tupl
     a, segments = config.model.align, config.data.max_segments
     plan = video_io.segment_plan(duration, a.segment_seconds, a.frames_per_segment, segments)
     return plan, pool_shape(config.model, segments)
+
+
+def check_num_segments(config, num_segments: int) -> None:
+    """A UserError unless `num_segments` segments fit the model's visual-token budget (pooled down to
+    one visual token each at most)."""
+    m = config.model
+    per_segment = tokens_per_segment((1, 1, 1), m.align.audio_tokens if m.audio.enabled else 0, m.transcript_tokens)
+    most = m.align.visual_token_budget // per_segment
+    if not 1 <= num_segments <= most:
+        raise UserError(f"--num-segments {num_segments}: must be between 1 and {most} for this model "
+                        f"(align.visual_token_budget={m.align.visual_token_budget}, {per_segment} tokens per "
+                        f"segment at least)")
 
 
 def segment_batch(config, data: video_io.Media, segment: video_io.Segment, has_audio: bool) -> dict:

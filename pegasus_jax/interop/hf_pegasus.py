@@ -94,4 +94,5 @@ def full_config_to_hf(config, bos_id: int, eos_id: int) -> dict:
         "transcript_tokens": config.model.transcript_tokens, "time_features": TIME_FEATURES,
         "projector_norm_eps": PROJECTOR_NORM_EPS, "projector_norm": m.align.projector_norm,
         "projector_act": HF_ACTIVATIONS[m.align.projector_act], "whisper_window": m.audio.whisper_window,
+        "pool_after_projector": m.align.pool_after_projector,
     }

@@ -190,7 +190,7 @@ def write_checkpoint(model, config, tokenizer, out: str) -> None:
     from pegasus_jax.train.optimizer import make_optimizer
     from pegasus_jax.train.state import trainable_filter
 
-    _, trainable, frozen, rest = nnx.split(model, trainable_filter(config.train.stage), nnx.Param, ...)
+    _, trainable, frozen, rest = nnx.split(model, trainable_filter(config), nnx.Param, ...)
     params = trainable.to_pure_dict()
     state = {"step": jnp.zeros((), jnp.int32), "params": params, "frozen": frozen.to_pure_dict(),
              "rest": rest.to_pure_dict(), "opt_state": make_optimizer(config.train).init(params),

@@ -3,8 +3,10 @@
 Vision follows PLLaVA's adaptive structure pooling: each segment's (T, g, g) feature grid is
 average-pooled to (T', h', w') with PyTorch AdaptiveAvgPool bins. Pooling space is cheap and pooling
 time hurts (PLLaVA), so when the token budget is tight `pool_shape` shrinks h', w' first.
-We pool before the projector (PLLaVA pools after): the projector then runs on T'h'w' tokens instead of
-T*g*g, which is what makes hour-long inputs affordable.
+By default we pool before the projector (PLLaVA pools after): the projector then runs on T'h'w' tokens
+instead of T*g*g, which is what makes hour-long inputs affordable; `align.pool_after_projector` projects
+every grid token first, as PLLaVA does (the same number of decoder tokens, a different function: the
+projector is non-linear).
 """
 from __future__ import annotations
 
@@ -90,12 +92,15 @@ class Alignment(nnx.Module):
         self.audio_projector = Projector(m.audio.width, hidden, width, **kw) if m.audio.enabled else None
         self.time_embed = Dense(TIME_FEATURES, width, (None, EMBED), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.audio_tokens = m.align.audio_tokens
+        self.pool_after_projector = m.align.pool_after_projector
 
     def vision(self, grid: jax.Array, pool: tuple[int, int, int]) -> jax.Array:
         """(N, T, g, g, Wv) -> (N, T'h'w', W_dec)."""
+        if self.pool_after_projector:
+            pooled = adaptive_avg_pool(self.vision_projector(grid), pool, axes=(1, 2, 3))
+            return pooled.reshape(pooled.shape[0], -1, pooled.shape[-1])
         pooled = adaptive_avg_pool(grid, pool, axes=(1, 2, 3))
-        n = pooled.shape[0]
-        return self.vision_projector(pooled.reshape(n, -1, pooled.shape[-1]))
+        return self.vision_projector(pooled.reshape(pooled.shape[0], -1, pooled.shape[-1]))
 
     def audio(self, features: jax.Array) -> jax.Array:
         """(N, P, Wa) -> (N, audio_tokens, W_dec)."""

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from pegasus_jax.errors import UserError
 from pegasus_jax.models.layers import Dense
 from pegasus_jax.sharding import LORA_RANK
 
@@ -34,6 +35,8 @@ class LoRADense(Dense):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         base = super().__call__(x)
+        if self.alpha == 0:  # static: alpha 0 is the base model's computation itself, not base + 0 * delta
+            return base
         delta = jnp.dot(jnp.dot(x.astype(self.dtype), self.lora_a[...].astype(self.dtype)),
                         self.lora_b[...].astype(self.dtype))
         return base + delta * (self.alpha / self.rank)
@@ -52,8 +55,17 @@ def _lora_modules(model: nnx.Module):
     return [m for _, m in nnx.iter_graph(model) if isinstance(m, LoRADense)]
 
 
+def check_lora_alpha(config, alpha: float) -> None:
+    """A UserError (naming the flag) unless the model has LoRA adapters and `alpha` is a finite number >= 0."""
+    if config.model.lora.rank == 0:
+        raise UserError("--lora-alpha: this checkpoint has no LoRA adapters (model.lora.rank is 0)")
+    if not 0 <= alpha < float("inf"):  # NaN fails the comparison too
+        raise UserError(f"--lora-alpha {alpha}: must be a finite number >= 0 (0 = the base model)")
+
+
 def set_lora_alpha(model: nnx.Module, alpha: float) -> nnx.Module:
-    """Rescale every adapter's delta (PLLaVA post-training blending). In place; returns the model."""
+    """Rescale every adapter's delta (PLLaVA post-training blending). In place; returns the model.
+    Alpha is static (part of the graph, not of the state): programs traced from the model retrace."""
     for m in _lora_modules(model):
         m.alpha = alpha
     return model

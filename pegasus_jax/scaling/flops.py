@@ -70,7 +70,8 @@ def unit_forward_macs(config) -> dict[str, int]:
       segment_temporal      one segment through the temporal layers (every grid location over F frames)
       marker                one segment's timestamp marker (time features -> decoder width)
       audio_segment         one segment's audio through the conv stem and the audio encoder layers
-      visual_token          one pooled visual token through the vision projector
+      visual_token          one visual token through the vision projector (a pooled token, or with
+                            align.pool_after_projector each grid token of each frame: `projected_visual_tokens`)
       audio_token           one audio token through the audio projector
       decoder_token         one decoder position through every decoder layer's projections and MLP
       lm_head_token         one decoder position through the lm_head
@@ -116,11 +117,20 @@ def forward_macs_of_work(config, work: dict) -> dict[str, int | float]:
         "vision": work["segments"] * frames * u["image"],
         "temporal": work["segments"] * u["segment_temporal"],
         "audio": work["audio_segments"] * u["audio_segment"],
-        "align": work["visual_tokens"] * u["visual_token"] + work["segments"] * u["marker"]
+        "align": projected_visual_tokens(config, work) * u["visual_token"] + work["segments"] * u["marker"]
         + work["audio_tokens"] * u["audio_token"],
         "decoder": work["tokens"] * u["decoder_token"] + work["tokens_sq"] * u["decoder_attention_sq"],
         "lm_head": work["tokens"] * u["lm_head_token"],
     }
+
+
+def projected_visual_tokens(config, work: dict):
+    """Tokens through the vision projector: the pooled visual tokens, or with align.pool_after_projector
+    (PLLaVA's order) every patch-grid token of every frame of the valid segments."""
+    m = config.model
+    if not m.align.pool_after_projector:
+        return work["visual_tokens"]
+    return work["segments"] * m.align.frames_per_segment * (m.vision.image_size // m.vision.patch_size) ** 2
 
 
 def padded_work(config, examples: int = 1) -> dict[str, int]:

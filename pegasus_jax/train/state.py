@@ -24,9 +24,11 @@ from pegasus_jax.errors import ConfigError
 from pegasus_jax.train.optimizer import make_optimizer, param_path
 
 
-def trainable_filter(stage: str):
-    """Which parameters a stage trains (SPEC 5): pretrain all; align the projector; instruct alignment +
-    decoder (encoders frozen); instruct_lora the LoRA adapters only."""
+def trainable_filter(config):
+    """Which parameters config.train.stage trains (SPEC 5): pretrain all; align the projector; instruct
+    alignment + decoder (encoders frozen); instruct_lora the LoRA adapters, and the alignment model with
+    them when config.model.lora.train_projector (PLLaVA)."""
+    stage = config.train.stage
     if stage == "pretrain":
         return nnx.Param
     if stage == "align":
@@ -35,6 +37,8 @@ def trainable_filter(stage: str):
         return nnx.All(nnx.Param, nnx.Any(nnx.PathContains("alignment"), nnx.PathContains("decoder")))
     if stage == "instruct_lora":
         from pegasus_jax.models.lora import LoRAParam
+        if config.model.lora.train_projector:
+            return nnx.Any(LoRAParam, nnx.All(nnx.Param, nnx.PathContains("alignment")))
         return LoRAParam
     raise ValueError(stage)
 
@@ -77,7 +81,7 @@ class TrainSpec:
     @classmethod
     def create(cls, config, mesh: Mesh) -> "TrainSpec":
         abstract = nnx.eval_shape(lambda: Pegasus(config.model, rngs=nnx.Rngs(config.seed)))
-        graphdef, trainable, frozen, rest = nnx.split(abstract, trainable_filter(config.train.stage), nnx.Param, ...)
+        graphdef, trainable, frozen, rest = nnx.split(abstract, trainable_filter(config), nnx.Param, ...)
         _check_lr_mults_match(config.train.lr_mults, trainable.to_pure_dict())
         _check_context_split(config, mesh.shape.get("context", 1))
         return cls(config, mesh, graphdef, (trainable, frozen, rest), make_optimizer(config.train))
@@ -114,7 +118,7 @@ class TrainSpec:
 
         def init():
             model = Pegasus(self.config.model, rngs=nnx.Rngs(seed))
-            _, trainable, frozen, rest = nnx.split(model, trainable_filter(self.config.train.stage), nnx.Param, ...)
+            _, trainable, frozen, rest = nnx.split(model, trainable_filter(self.config), nnx.Param, ...)
             params = trainable.to_pure_dict()
             return {"step": jnp.zeros((), jnp.int32), "params": params, "frozen": frozen.to_pure_dict(),
                     "rest": rest.to_pure_dict(), "opt_state": self.tx.init(params),

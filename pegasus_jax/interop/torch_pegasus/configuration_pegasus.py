@@ -13,7 +13,8 @@ class PegasusConfig(PretrainedConfig):
     def __init__(self, vision=None, audio=None, llm=None, temporal_depth=0, max_frames=16,
                  image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5), pool=(1, 1, 1), audio_tokens=0,
                  projector_hidden=0, visual_token_budget=4096, transcript_tokens=0, time_features=64,
-                 projector_norm_eps=1e-5, projector_norm=True, projector_act="gelu", whisper_window=False, **kwargs):
+                 projector_norm_eps=1e-5, projector_norm=True, projector_act="gelu", whisper_window=False,
+                 pool_after_projector=False, **kwargs):
         self.vision = vision or {}  # CLIPVisionConfig / SiglipVisionConfig fields (model_type says which)
         self.audio = audio  # WhisperConfig fields, or None when the model has no audio encoder
         self.llm = llm or {}  # the decoder's LlamaConfig / Qwen2Config / MistralConfig fields (model_type says which)
@@ -30,4 +31,5 @@ class PegasusConfig(PretrainedConfig):
         self.projector_norm = projector_norm  # False: LLaVA's projector (no input LayerNorm)
         self.projector_act = projector_act  # a transformers ACT2FN name
         self.whisper_window = whisper_window  # audio encoded in Whisper's zero-padded 30 s window
+        self.pool_after_projector = pool_after_projector  # True: project every grid token, then pool (PLLaVA)
         super().__init__(**kwargs)

@@ -186,8 +186,12 @@ class PegasusModel(PreTrainedModel):
         b, s = frames.shape[:2]
         pool = pool_shape(self.config, s)
         grid = self.encode_video(frames.reshape((b * s,) + frames.shape[2:]))
-        pooled = nn.functional.adaptive_avg_pool3d(grid.permute(0, 4, 1, 2, 3), pool)
-        visual = self.vision_projector(pooled.flatten(2).transpose(1, 2)).reshape(b, s, -1, self.dec_width)
+        if self.config.pool_after_projector:  # PLLaVA's order: every grid token projected, then pooled
+            pooled = nn.functional.adaptive_avg_pool3d(self.vision_projector(grid).permute(0, 4, 1, 2, 3), pool)
+            visual = pooled.flatten(2).transpose(1, 2).reshape(b, s, -1, self.dec_width)
+        else:
+            pooled = nn.functional.adaptive_avg_pool3d(grid.permute(0, 4, 1, 2, 3), pool)
+            visual = self.vision_projector(pooled.flatten(2).transpose(1, 2)).reshape(b, s, -1, self.dec_width)
         marker = self.time_embed(time_features(segment_start, self.config.time_features).to(self.dtype))
         parts = [marker[:, :, None], visual]
         seg_valid = segment_mask.bool()[:, :, None]
