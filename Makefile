@@ -29,8 +29,10 @@ lock: $(BIN)/python
 demo: install
 	$(BIN)/pegasus-jax demo --workdir runs/demo
 
+# Whole files per worker, in collection order (not xdist's default most-tests-first): conftest.py puts the
+# files with `slow` tests first, so the longest ones start at once instead of ending the run on one worker.
 test: install-dev
-	$(BIN)/python -m pytest -q -rs -n 2 --dist loadfile --durations=15 tests
+	$(BIN)/python -m pytest -q -rs -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -38,6 +38,14 @@ from pegasus_jax.flax_settings import configure as configure_flax  # noqa: E402
 configure_flax()  # what the CLI main does before building a model
 
 
+def pytest_collection_modifyitems(items):
+    """Files holding a `slow` test first, in their own order, then the rest. `make test` hands whole files
+    to the two xdist workers in collection order (--dist loadfile --no-loadscope-reorder): the files that
+    take minutes must start at once, not be left for the end of the run while the other worker idles."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's tests keep their order
+
+
 def pytest_unconfigure(config):
     if _OWN_COMPILATION_CACHE:
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

@@ -6,11 +6,15 @@ And export on one host of a checkpoint whose arrays two processes saved."""
 import json
 import sys
 
+import pytest
+
 from conftest import cli, cpu_env
 from data_pipelines.records import shards as records
 from test_multihost import free_port, start
 
 CLIPS = 5
+
+pytestmark = pytest.mark.slow  # minutes of 2-process runs: conftest.py starts this file early
 
 
 def test_two_process_caption_eval_equals_one_process(corpus, reference, tmp_path):

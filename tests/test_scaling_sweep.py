@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from pegasus_jax.cli.main import main
 from pegasus_jax.errors import UserError
 from pegasus_jax.scaling import sweep
 from pegasus_jax.scaling.flops import decoder_sequence_length, flops_per_example, param_counts
@@ -37,6 +38,8 @@ def write_sweep(tmp_path, widths=(32, 64, 96), steps=(10,)):
 
 
 def cli(*args, **kw):
+    """The CLI in a subprocess, for the sweep that trains; planning and printing run `main` in process (a
+    subprocess per case only re-imported JAX)."""
     return subprocess.run([sys.executable, "-m", "pegasus_jax.cli.main", *args], cwd=ROOT, capture_output=True,
                           text=True, **kw)
 
@@ -121,12 +124,13 @@ def test_collect_from_metrics_files(tmp_path):
 @pytest.mark.parametrize("launcher,first,extra", [
     ("local", "launch/local.sh", ""), ("slurm", "sbatch", "--nodes=2"),
     ("xpk", "launch/xpk.sh", "--cluster c1 --tpu-type v5p-8"), ("tpu_vm", "launch/tpu_vm.sh", "--name t1 --zone z1")])
-def test_emit_commands(tmp_path, launcher, first, extra):
+def test_emit_commands(tmp_path, launcher, first, extra, capsys):
     workdir = str(tmp_path / "my sweep")
-    res = cli("scaling", "sweep", "--sweep", write_sweep(tmp_path), "--workdir", workdir, "--emit-commands",
-              "--launcher", launcher, f"--launcher-args={extra}")
-    assert res.returncode == 0, res.stderr
-    commands = [shlex.split(line) for line in res.stdout.splitlines() if not line.startswith("#")]
+    code = main(["scaling", "sweep", "--sweep", write_sweep(tmp_path), "--workdir", workdir, "--emit-commands",
+                 "--launcher", launcher, f"--launcher-args={extra}"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    commands = [shlex.split(line) for line in out.splitlines() if not line.startswith("#")]
     assert len(commands) == 3
     for cmd, width in zip(commands, (32, 64, 96)):
         assert cmd[0] == first and shlex.split(extra) == [a for a in cmd if a in shlex.split(extra)]
@@ -138,10 +142,11 @@ def test_emit_commands(tmp_path, launcher, first, extra):
         assert check.returncode == 0 and f"decoder.width=32" in check.stdout, check.stderr
 
 
-def test_dry_run_prints_plan(tmp_path):
-    res = cli("scaling", "sweep", "--sweep", write_sweep(tmp_path), "--workdir", str(tmp_path / "w"), "--dry-run")
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.count("pegasus-jax train --config") == 3 and "w96_s10: N=" in res.stdout
+def test_dry_run_prints_plan(tmp_path, capsys):
+    code = main(["scaling", "sweep", "--sweep", write_sweep(tmp_path), "--workdir", str(tmp_path / "w"), "--dry-run"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.count("pegasus-jax train --config") == 3 and "w96_s10: N=" in out
 
 
 @pytest.mark.slow
