@@ -4,8 +4,8 @@ Same model (`--config`, default `small`, random init), prompts, seed and samplin
 both sides; text-only prompts (no video prefix), so only the decoder runs:
 - free: the Generator's jitted chunks of CHUNK steps (`lax.scan`), no mask;
 - constrained: the Generator under a GrammarConstraint for `--schema` (default: the chapters task's
-  schema), one step per token with the llguidance bitmask computed on the host while the device runs
-  the step; a document the budget cuts short is closed by the engine (those tokens are counted).
+  schema), in the same chunks, the device calling the host's llguidance engine after each token for the
+  next bitmask; a document the budget cuts short is closed by the engine (those tokens are counted apart).
 
 The engine's vocabulary comes from a SentencePiece model of `--vocab-size` pieces trained with the
 project's `tokenizer.train` on the ASCII lines of the Python standard library's sources (cached in `--workdir`), so
@@ -105,7 +105,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows, mask_us = [], {}
     for batch in (int(b) for b in args.batches.split(",")):
-        prompts = rng.integers(len(tokenizer.special_ids), tokenizer.sp_size, (batch, args.prompt_len)).tolist()
+        prompts = rng.integers(len(tokenizer.special_ids), tokenizer.base_size, (batch, args.prompt_len)).tolist()
         prompt = jnp.asarray(prompts, jnp.int32)
         empty = (jnp.zeros((batch, 0, generator.width), generator.dtype), jnp.zeros((batch, 0), bool))
         cache_len = args.prompt_len + args.new_tokens

@@ -91,7 +91,7 @@ def test_decoding_updates_the_kv_cache_in_place(api):
     empty = (jnp.zeros((1, 0, g.width), g.dtype), jnp.zeros((1, 0), bool))
     logits, cache, position = g._prefill(g.state, *empty, prompt, jnp.ones_like(prompt, bool), prompt.shape[1] + 16)
     greedy = SamplingParams(max_new_tokens=8)
-    chunk = g._decode_chunk(g.state, cache, logits, position, jnp.zeros((1,), bool), greedy, 8,
+    chunk = g._decode_chunk(g.state, cache, logits, position, jnp.zeros((1,), bool), None, greedy, 8,
                             jax.random.key_data(jax.random.key(0)))
     assert all(x.is_deleted() for x in jax.tree.leaves(cache))
     after_chunk, _, position, _, tokens, _ = chunk

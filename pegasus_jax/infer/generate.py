@@ -4,8 +4,11 @@ Shapes are static within a bucket: prompts are right-padded to a multiple of PRO
 cache is sized for prefix + prompt bucket + max_new_tokens, so neither a new token nor a new prompt
 length of the same bucket recompiles. Decoding runs in jitted chunks of CHUNK steps (a `lax.scan`);
 between chunks the host checks stop strings and ends early when every row is done. A `constraint`
-(infer/grammar.py: a JSON schema or regex) instead steps one token at a time with an allow-bitmask
-from the host, computed while the device runs the step (`_constrained`).
+(infer/grammar.py: a JSON schema or regex) runs in the same chunks: after each sampled token the
+device calls the host's grammar engine (`io_callback`), which consumes the token and returns the next
+allow-bitmask, so a constrained token costs what a free one does plus the engine's mask (`_constrained`).
+A step per dispatch would cost more than the mask: outside the scan the per-call work that the loop
+hoists (e.g. casting fp32 parameters to the compute dtype) is paid for every token.
 
 On a mesh (the model's parameters sharded, `Pegasus.load(mesh=...)`) the same programs run SPMD: the
 activations and the KV cache are pinned by the config's axis rules (cache batch over data and fsdp, kv
@@ -21,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import io_callback
 
 from pegasus_jax.infer.sampling import SamplingParams, sample
 from pegasus_jax.models.decoder import valid_positions
@@ -46,6 +50,9 @@ class Generator:
         self.pad_id = pad_id
         self.dtype = model.decoder.embed(jnp.zeros((1, 1), jnp.int32)).dtype
         self.width = model.config.decoder.width
+        # The grammar engine's callback runs once per step, on the host of the mesh's first device.
+        self._callback_sharding = jax.sharding.SingleDeviceSharding(mesh.devices.flat[0]) if mesh is not None else None
+        self._engine_run: _EngineRun | None = None
 
     def _model(self, state) -> Pegasus:
         return nnx.merge(self.graphdef, state)
@@ -80,29 +87,45 @@ class Generator:
             logits, cache = model.decoder(x, position[:, None], jnp.ones_like(token[:, None], bool), cache=cache)
         return logits[:, 0], cache
 
-    @functools.partial(jax.jit, static_argnums=(0, 6, 7), donate_argnums=(2,))
-    def _decode_chunk(self, state, cache, logits, position, done, params: SamplingParams, steps: int, key_data):
+    @functools.partial(jax.jit, static_argnums=(0, 7, 8), donate_argnums=(2,))
+    def _decode_chunk(self, state, cache, logits, position, done, mask, params: SamplingParams, steps: int, key_data):
+        """`steps` tokens per row. `mask` None: free decoding, a stop id ends a row. Otherwise the (B, ceil(V/32))
+        int32 allow-bitmask (bit i of word i // 32 allows id i) of the first token; after each token the
+        host's engine (`_engine_step`) returns the next bitmask and which rows are finished."""
         def body(carry, key):
-            cache, logits, position, done = carry
-            token = sample(logits, key, params)
+            cache, logits, position, done, mask = carry
+            token = sample(logits, key, params, None if mask is None else _allowed(mask, logits.shape[-1]))
             token = jnp.where(done, self.pad_id, token)
             new_logits, cache = self._step(state, cache, token, position)
-            finished = done | jnp.isin(token, self.stop_ids)
-            return (cache, new_logits, position + 1, finished), (token, done)
+            if mask is None:
+                finished = done | jnp.isin(token, self.stop_ids)
+            else:
+                shapes = (jax.ShapeDtypeStruct(mask.shape, jnp.int32), jax.ShapeDtypeStruct(done.shape, jnp.bool_))
+                mask, finished = io_callback(self._engine_step, shapes, token, sharding=self._callback_sharding)
+            return (cache, new_logits, position + 1, finished, mask), (token, done)
 
         keys = jax.random.split(jax.random.wrap_key_data(key_data), steps)
-        (cache, logits, position, done), (tokens, was_done) = jax.lax.scan(body, (cache, logits, position, done), keys)
+        (cache, logits, position, done, _), (tokens, was_done) = jax.lax.scan(
+            body, (cache, logits, position, done, mask), keys)
         return cache, logits, position, done, tokens.T, was_done.T
 
-    @functools.partial(jax.jit, static_argnums=(0, 5))
-    def _sample_masked(self, logits, bitmask, key_data, position, params: SamplingParams):
-        """Token ids from logits under an int32 bitmask (bit i of word i // 32 allows id i); the next positions."""
-        ids = jnp.arange(logits.shape[-1])
-        words = bitmask[:, jnp.minimum(ids >> 5, bitmask.shape[1] - 1)]
-        allowed = ((words >> (ids & 31)) & 1).astype(bool) & (ids < 32 * bitmask.shape[1])
-        # row 0's position counts the steps on the device: a fresh key each step, no host transfer
-        key = jax.random.fold_in(jax.random.wrap_key_data(key_data), position[0])
-        return sample(logits, key, params, allowed), position + 1
+    def _engine_step(self, token):
+        """Host side of a constrained step (an io_callback): feed each live row's token to the engine."""
+        run = self._engine_run
+        run.steps += 1
+        if run.steps > run.budget:  # steps past the budget in the last chunk: padding, not answer
+            return np.full_like(run.constraint.bitmask, -1), np.ones_like(run.finished)
+        for i in np.flatnonzero(~run.finished):
+            t = int(token[i])
+            if t in run.stop_ids:  # the engine allows the end id only where the document is complete
+                run.finished[i] = True
+                continue
+            run.out[i].append(t)
+            run.constraint.consume(i, t)
+            run.finished[i] = run.constraint.stopped(i)
+        if run.steps >= run.budget:  # rows still open are closed by the engine after the chunk
+            return np.full_like(run.constraint.bitmask, -1), np.ones_like(run.finished)
+        return np.array(run.constraint.masks(run.finished)), run.finished.copy()
 
     # -- public API -------------------------------------------------------------------------------
     def generate_ids(self, prompts: list[list[int]], prefix: tuple[jax.Array, jax.Array] | None,
@@ -148,7 +171,7 @@ class Generator:
         while produced < params.max_new_tokens and not finished.all():
             key_data = jax.random.key_data(jax.random.fold_in(key, produced))
             cache, logits, position, done, tokens, was_done = self._decode_chunk(
-                self.state, cache, logits, position, jnp.asarray(finished), rule, CHUNK, key_data)
+                self.state, cache, logits, position, jnp.asarray(finished), None, rule, CHUNK, key_data)
             tokens, was_done = np.asarray(tokens), np.asarray(was_done)
             produced += CHUNK
             for i in range(b):
@@ -170,28 +193,23 @@ class Generator:
             yield [_cut_at_stop(o, params.stop, decode_text) for o in out]
 
     def _constrained(self, cache, logits, position, params, rule, key, constraint, finished, out):
-        """One token a step under the constraint's masks. Sampling and the step are dispatched without
-        waiting, so the device runs the step while the host reads the sampled ids, feeds them to the
-        engine and computes the next mask. Rows the budget cut short are closed by the engine."""
-        stop_ids = set(np.asarray(self.stop_ids).tolist())
-        key_data = jax.random.key_data(key)
-        mask = constraint.masks(finished)
-        for _ in range(params.max_new_tokens):
-            if finished.all():
-                break
-            token, next_position = self._sample_masked(logits, jnp.asarray(mask), key_data, position, rule)
-            logits, cache = self._step(self.state, cache, token, position)
-            position = next_position
-            token = np.asarray(token)  # waits for the sampling only: the step runs on
-            for i in np.flatnonzero(~finished):
-                t = int(token[i])
-                if t in stop_ids:  # the engine allows the end id only where the document is complete
-                    finished[i] = True
-                    continue
-                out[i].append(t)
-                constraint.consume(i, t)
-                finished[i] = constraint.stopped(i)
-            mask = constraint.masks(finished)
+        """CHUNK tokens per call under the constraint's masks (`_engine_step` fills `out` as they come);
+        rows the budget cut short are closed by the engine."""
+        run = _EngineRun(constraint, finished, out, set(np.asarray(self.stop_ids).tolist()), params.max_new_tokens)
+        mask = jnp.asarray(constraint.masks(finished))
+        produced = 0
+        while produced < params.max_new_tokens and not finished.all():
+            key_data = jax.random.key_data(jax.random.fold_in(key, produced))
+            # Set for each chunk, which runs to completion here: streams of one Generator may interleave.
+            self._engine_run = run
+            try:
+                cache, logits, position, done, _, _ = self._decode_chunk(
+                    self.state, cache, logits, position, jnp.asarray(finished), mask, rule, CHUNK, key_data)
+                jax.block_until_ready(done)  # the callbacks of this chunk have run
+            finally:
+                self._engine_run = None
+            produced += CHUNK
+            mask = jnp.asarray(constraint.masks(finished))
             yield [list(o) for o in out]
         closed = False
         for i in np.flatnonzero(~finished):
@@ -200,6 +218,21 @@ class Generator:
             closed |= bool(tail)
         if closed:
             yield [list(o) for o in out]
+
+
+class _EngineRun:
+    """One constrained generation's host state, read and updated by `Generator._engine_step`."""
+
+    def __init__(self, constraint, finished: np.ndarray, out: list[list[int]], stop_ids: set[int], budget: int):
+        self.constraint, self.finished, self.out, self.stop_ids, self.budget = constraint, finished, out, stop_ids, budget
+        self.steps = 0
+
+
+def _allowed(bitmask, size: int):
+    """(B, size) bool from an int32 bitmask (bit i of word i // 32 allows id i)."""
+    ids = jnp.arange(size)
+    words = bitmask[:, jnp.minimum(ids >> 5, bitmask.shape[1] - 1)]
+    return ((words >> (ids & 31)) & 1).astype(bool) & (ids < 32 * bitmask.shape[1])
 
 
 def _cut_at_stop(ids: list[int], stops: tuple[str, ...], decode_text) -> list[int]:
