@@ -36,7 +36,9 @@ def get_config():
     d.num_heads = 4
     d.num_kv_heads = 2
     d.mlp_dim = 256
-    c.model.transcript_tokens = 0  # no espeak-ng by default: the synthetic clips carry no speech
+    # The spoken word (espeak-ng) reaches the model as its transcript: one word, one or two tokens, in the
+    # segment(s) it is spoken in. Without espeak-ng the clips carry no speech and the slots stay masked.
+    c.model.transcript_tokens = 2
     c.data.synth_clips = 2000
     # Mostly captions: every caption names all four attributes, while a QA turn's answer must first be routed
     # from its question and the chapter JSON is mostly boilerplate. With the three tasks drawn evenly

@@ -23,8 +23,12 @@ JUDGED = ("vcg", "vidfactscore")
 
 def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: str | None = None,
                   session: JudgeSession | None = None, videos: str | None = None, prompt: str | None = None,
-                  meteor: bool = False, batches: int = 50, batch_size: int = 8, meta: dict | None = None) -> dict | None:
+                  meteor: bool = False, batches: int = 50, batch_size: int = 8, meta: dict | None = None,
+                  transcript=None, predictor=None) -> dict | None:
     """Run one benchmark and write `<out>/<benchmark>.json|.md`; returns the report's aggregate.
+
+    `transcript`: video path -> its timed transcript (or None), fed to the model's transcript stream;
+    `predictor`: where the predictions come from instead of the model or file (the asr-llm baseline).
 
     In a multi-process job every process calls this: the generation benchmarks (caption, vcg,
     vidfactscore) split their prompts over the processes, and process 0 alone scores them (the judge's
@@ -34,11 +38,11 @@ def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: 
         raise UserError(f"--benchmark {benchmark!r}: expected one of {', '.join(BENCHMARKS)}")
     if benchmark in JUDGED and session is None and is_main():
         raise UserError(f"--benchmark {benchmark} needs a judge (--judge-url / PEGASUS_JUDGE_URL)")
-    if predictions is None and model is None:
+    if predictions is None and model is None and predictor is None:
         raise UserError("pass --checkpoint (or, for generation benchmarks, --predictions FILE)")
     if predictions is not None and benchmark in ("mcq", "loss"):
         raise UserError(f"--predictions does not apply to --benchmark {benchmark}: it scores the model itself")
-    predict = FilePredictor(predictions) if predictions else ModelPredictor(model, batch_size)
+    predict = predictor or (FilePredictor(predictions) if predictions else ModelPredictor(model, batch_size, transcript))
     start = time.time()
     try:
         aggregate, items = _run(benchmark, data, predict, model, session, videos, prompt, meteor, batches)
