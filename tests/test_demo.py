@@ -1,8 +1,8 @@
 """The demo, reduced to CI size: it must learn from the video and the audio, and the ablations must show it.
 
 Same code path and corpus as `make demo` (pegasus_jax/demo.py): corpus generation, training, captioning
-held-out attribute combinations, the three ablations, gist and chapters, the PyTorch export, the JSON
-report. 800 steps (the full demo: 1800) at one learning rate for the whole model; the demo's
+held-out attribute combinations, the ablations (and the transcript removed, with speech on), gist and
+chapters, the PyTorch export, the JSON report. 800 steps (the full demo: 1800) at one learning rate for the whole model; the demo's
 warmup-stable-decay schedule, whose long stretch at the peak rate is what lets direction be learned this
 early (README, "The demo").
 """

@@ -215,6 +215,7 @@ def test_whisper_transcribes_each_segment_window_into_its_segment(whisper, api, 
         assert (slots == alone).all() and (slots == np.asarray(
             (api.tokenizer.encode(entries[i]["text"]) + [0] * 8)[:len(slots)])).all()
     # a folder that is not Whisper, and a checkpoint without transcript stream, are one-line errors
+    capsys.readouterr()  # transformers' loading bars
     llama = tmp_path / "llama"
     llama.mkdir()
     (llama / "config.json").write_text(json.dumps({"model_type": "llama"}))
@@ -222,3 +223,36 @@ def test_whisper_transcribes_each_segment_window_into_its_segment(whisper, api, 
                     ["eval", "--benchmark", "caption", "--data", str(tmp_path), "--out", str(tmp_path / "o")]):
         assert main(command + ["--asr-model", str(llama)]) == 2
         assert capsys.readouterr().err.strip() == f"error: --asr-model: {llama} is a 'llama' model, not Whisper"
+
+
+def test_eval_transcripts_folder_feeds_each_video_its_own_file(tmp_path, capsys):
+    from pegasus_jax.cli.speech import TranscriptSource
+    from pegasus_jax.evaluate.runner import run_benchmark
+
+    data = tmp_path / "set"
+    data.mkdir()
+    (data / "captions.jsonl").write_text("".join(json.dumps({"video": f"{v}.mp4", "caption": "a shape moves"}) + "\n"
+                                                 for v in ("v1", "v2", "v3")))
+    for v in ("v1", "v2", "v3"):
+        (data / f"{v}.mp4").write_bytes(b"")
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    _write(subs, "v1.srt", SRT)
+    _write(subs, "v2.json", json.dumps(ITEMS[:1]))
+    source = TranscriptSource(str(subs), None, "--transcripts")
+    got = {}
+
+    class Recorder:  # the model's side of generate_batch: which transcript came with which video
+        def generate_batch(self, pairs, transcripts=None):
+            for (video, _), transcript in zip(pairs, transcripts or [None] * len(pairs)):
+                got[os.path.basename(video)] = transcript
+            return ["a shape moves"] * len(pairs)
+
+    run_benchmark("caption", str(data), str(tmp_path / "out"), model=Recorder(), batch_size=2,
+                  transcript=lambda video: source.for_video(video, None))
+    capsys.readouterr()
+    assert got == {"v1.mp4": ITEMS, "v2.mp4": ITEMS[:1], "v3.mp4": None}
+    _write(subs, "v3.vtt", "WEBVTT\n\n00:01.000 --> 00:00.500\nback\n")
+    assert main(["eval", "--checkpoint", "x", "--benchmark", "caption", "--data", str(data), "--out",
+                 str(tmp_path / "o"), "--transcripts", str(subs)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {subs / 'v3.vtt'}: cue 1 ends before it starts (1.000 -> 0.500 s)"

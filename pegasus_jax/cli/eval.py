@@ -71,9 +71,9 @@ def run(args) -> int:
     if speech is not None and (args.benchmark in ("mcq", "loss") or args.predictions):
         raise UserError(f"--transcripts / --asr-model feed the model's generation; not with "
                         f"{'--predictions' if args.predictions else '--benchmark ' + args.benchmark}")
-    if speech is not None and args.checkpoint:
-        speech.check_model(args.checkpoint)
     distributed.initialize()  # a multi-process job splits the inputs over its processes
+    if speech is not None and args.checkpoint:
+        speech.check_model(args.checkpoint)  # its metadata only (after initialize: Orbax starts the backend)
     session = _judge_session(args) if args.benchmark in JUDGED and distributed.is_main() else None
     model = None
     if args.checkpoint and not (args.predictions and args.benchmark not in ("mcq", "loss")):

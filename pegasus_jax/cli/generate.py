@@ -102,8 +102,6 @@ def run(args) -> int:
 
     resolve_checkpoint(args.checkpoint)  # a wrong --checkpoint fails before the video is read
     speech = TranscriptSource.from_args(args)  # transcript files parsed, the Whisper folder checked
-    if speech is not None:
-        speech.check_model(args.checkpoint)
     videos = video_list(args.video)
     single = len(videos) == 1 and videos[0] == args.video
     if speech is not None and speech.single_file and not single:
@@ -120,6 +118,8 @@ def run(args) -> int:
             speech.check_video(duration)
     else:
         distributed.initialize()  # a multi-process job splits a batch over its processes
+    if speech is not None:
+        speech.check_model(args.checkpoint)  # its metadata only (after initialize: Orbax starts the backend)
     model = load_model(args)
     if args.task == "generate" and args.stop:
         sampling["stop"] = tuple(args.stop)

@@ -47,7 +47,9 @@ def windows(start: float, end: float, seconds: float = WHISPER_SECONDS) -> list[
 
 
 class WhisperTranscriber:
-    def __init__(self, folder: str, max_new_tokens: int = 96):
+    def __init__(self, folder: str, max_new_tokens: int | None = None):
+        """`max_new_tokens`: per 30 s window; default (and at most) what the decoder's positions hold after
+        Whisper's up to 4 start tokens (444 for the released models)."""
         import torch
         import transformers
 
@@ -55,7 +57,8 @@ class WhisperTranscriber:
         self.torch = torch
         self.processor = transformers.WhisperProcessor.from_pretrained(folder)
         self.model = transformers.WhisperForConditionalGeneration.from_pretrained(folder).eval()
-        self.max_new_tokens = max_new_tokens
+        room = self.model.config.max_target_positions - 4
+        self.max_new_tokens = min(max_new_tokens or room, room)
         self.folder = folder
 
     def transcribe_windows(self, video: video_io.Media, spans: list[tuple[float, float]]) -> list[dict]:
