@@ -13,7 +13,7 @@ from data_pipelines.decode.example import transcript_arrays
 from data_pipelines.decode.media import MediaParams, decode_media
 from data_pipelines.errors import UserError
 from data_pipelines.sources import synth
-from data_pipelines.text.transcript_files import read_transcript
+from data_pipelines.text.transcript_files import check_items, read_transcript
 from pegasus_jax.cli.main import main
 
 SRT = """1
@@ -59,6 +59,8 @@ def test_srt_vtt_and_json_parse_to_the_same_timed_items(tmp_path):
     for name, (text, message) in bad.items():
         with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
             read_transcript(_write(tmp_path, name, text))
+    with pytest.raises(UserError, match="transcript: cue 2 ends before it starts"):  # the Python API's list form
+        check_items([ITEMS[0], {"start": 2.0, "end": 1.0, "text": "x"}], "transcript")
 
 
 def test_inference_places_the_transcript_where_training_does():

@@ -74,10 +74,14 @@ def read_transcript(path: str) -> list[dict]:
             text = f.read()
     except UnicodeDecodeError:
         raise UserError(f"{path}: transcript is not UTF-8 text") from None
-    items = _json_items(text, path) if ext == ".json" else _cues(text, path, vtt=ext == ".vtt")
+    return check_items(_json_items(text, path) if ext == ".json" else _cues(text, path, vtt=ext == ".vtt"), path)
+
+
+def check_items(items: list[dict], name: str) -> list[dict]:
+    """`items` themselves, after checking that every cue starts at >= 0 and ends no earlier than it starts."""
     for number, item in enumerate(items, 1):
         if item["start"] < 0 or item["end"] < item["start"]:
-            raise UserError(f"{path}: cue {number} ends before it starts ({item['start']:.3f} -> {item['end']:.3f} s)")
+            raise UserError(f"{name}: cue {number} ends before it starts ({item['start']:.3f} -> {item['end']:.3f} s)")
     return items
 
 

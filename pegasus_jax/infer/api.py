@@ -26,10 +26,10 @@ import numpy as np
 from flax import nnx
 
 from data_pipelines.text import prompts
+from data_pipelines.text.transcript_files import check_against_duration, check_items, read_transcript
 from pegasus_jax.infer import grammar, schemas
 from pegasus_jax.infer.generate import Generator
 from pegasus_jax.infer.sampling import SamplingParams
-from data_pipelines.text.transcript_files import check_against_duration, read_transcript
 from pegasus_jax.infer.video_input import SegmentEncoder, VideoPrefix, check_video, require_transcript_stream
 
 SUMMARY_TYPES = ("summary", "chapter", "highlight")
@@ -68,7 +68,7 @@ class Pegasus:
         if transcript is None:
             return None
         name = transcript if isinstance(transcript, str) else "transcript"
-        items = read_transcript(transcript) if isinstance(transcript, str) else transcript
+        items = read_transcript(transcript) if isinstance(transcript, str) else check_items(transcript, name)
         require_transcript_stream(self.config, items)
         check_against_duration(items, check_video(video_path).duration, name)
         return items
