@@ -1,12 +1,15 @@
 """`pegasus-jax demo`: the whole system on the built-in corpus, end to end, with a report.
 
-1. generate the synthetic corpus (coloured shapes moving over backgrounds, with tones);
+1. generate the synthetic corpus (coloured shapes moving over backgrounds, with tones and, where espeak-ng is
+   installed, a spoken word whose timed transcript the model reads in its transcript stream);
 2. train `configs/demo.py` for a bounded time, with checkpoints;
 3. caption every held-out clip (attribute *combinations* never seen in training) with the trained
    model and score each attribute parsed from the caption against the clip's truth, beside chance;
    export the held-out split as an evaluation set (`data export-eval`: videos, captions, QA, MCQ) and
    score those captions on it with the `caption` benchmark (DIR/heldout_eval/report/caption.json);
-4. the same with the audio removed (pitch should fall to chance or below: the corpus has silent clips,
+4. with speech on, the spoken word is scored too (held-out transcripts fed at inference, as training feeds
+   them), and again with the transcript removed (word should fall to chance: the tiny audio tower does not
+   recognise words); the same with the audio removed (pitch should fall to chance or below: the corpus has silent clips,
    so without sound the model names no tone), with the motion removed (every frame is the clip's middle
    one, where a shape's position does not tell its direction: direction should fall to chance) and with
    the temporal layers removed (the decoder also reads direction from the order of the pooled frames);
@@ -17,6 +20,7 @@
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -28,12 +32,13 @@ from data_pipelines.text import prompts
 
 ATTRIBUTES = ("colour", "shape", "direction", "pitch")
 BATCH = 16
-CAPTION_TOKENS = 24
+CAPTION_TOKENS = 32  # the longest caption (speech phrase included) is 25 tokens with the demo tokenizer
 
 
-def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = True,
-                     still: bool = False) -> tuple[dict, list[str]]:
-    """Per-attribute accuracy of greedy captions of `clips` (VideoExamples with metadata attributes)."""
+def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = True, still: bool = False,
+                     transcript: bool = False, attributes: tuple = ATTRIBUTES) -> tuple[dict, list[str]]:
+    """Per-attribute accuracy of greedy captions of `clips` (VideoExamples with metadata attributes);
+    `transcript`: each clip's timed transcript (its record's) goes in through the inference path."""
     from flax import nnx
 
     from data_pipelines.sources.synth import attributes_from_text
@@ -44,24 +49,24 @@ def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = 
     if not temporal:
         model = nnx.clone(model)
         model.video_encoder.temporal_depth = 0  # frames encoded independently: no motion signal
-    encoder = SegmentEncoder(model, api.config, use_audio=use_audio, still=still)
+    encoder = SegmentEncoder(model, api.config, use_audio=use_audio, still=still, tokenizer=api.tokenizer)
     prompt = api._prompt(prompts.DESCRIBE)
-    correct = {k: 0 for k in ATTRIBUTES}
+    correct = {k: 0 for k in attributes}
     captions = []
     from pegasus_jax.infer.api import _stack_prefixes
 
     for i in range(0, len(clips), BATCH):
         chunk = clips[i:i + BATCH]
-        prefix = _stack_prefixes([encoder.encode_bytes(c.video) for c in chunk])
+        prefix = _stack_prefixes([encoder.encode_bytes(c.video, c.transcript if transcript else None) for c in chunk])
         ids = api.generator.generate_ids([prompt] * len(chunk), prefix, SamplingParams(max_new_tokens=CAPTION_TOKENS))
         for clip, out in zip(chunk, ids):
             text = api.tokenizer.decode(out)
             captions.append(text)
             found = attributes_from_text(text)
             truth = clip.metadata["attributes"]
-            for k in ATTRIBUTES:
+            for k in attributes:
                 correct[k] += int(found.get(k) == truth[k])
-    return {k: correct[k] / max(len(clips), 1) for k in ATTRIBUTES}, captions
+    return {k: correct[k] / max(len(clips), 1) for k in attributes}, captions
 
 
 def heldout_eval(workdir: str, heldout_glob: str, clips: list, captions: list[str]) -> dict:
@@ -105,9 +110,10 @@ def check_export(api, workdir: str, clip) -> dict:
     if missing:
         return {**summary, "checked": False, "why": f"{' and '.join(missing)} not installed (pip install -e '.[dev]')"}
     prompt = api._prompt(prompts.DESCRIBE)
-    batch = whole_video_batch(api.config, clip.video, prompt)
+    transcript = clip.transcript if api.config.model.transcript_tokens else None  # the export's transcript stream too
+    batch = whole_video_batch(api.config, clip.video, prompt, transcript, api.tokenizer)
     ours = np.asarray(nnx.jit(lambda m, b: m(b))(api.model, {k: jnp.asarray(v) for k, v in batch.items()}))
-    prefix = _stack_prefixes([api.encoder.encode_bytes(clip.video)])
+    prefix = _stack_prefixes([api.encoder.encode_bytes(clip.video, transcript)])
     our_ids = api.generator.generate_ids([prompt], prefix, SamplingParams(max_new_tokens=CAPTION_TOKENS))[0]
     inputs, outputs = os.path.join(out, "check_inputs.npz"), os.path.join(out, "check_outputs.npz")
     np.savez(inputs, **batch, greedy_steps=np.asarray(CAPTION_TOKENS))
@@ -143,13 +149,18 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
     api = Pegasus.load(workdir)
     heldout_glob = os.path.join(workdir, "corpus", "heldout", "*.array_record")
     heldout = list(records.read_all(heldout_glob))[: config.demo.eval_clips]
-    print(f"[demo] captioning {len(heldout)} held-out clips", flush=True)
-    accuracy, captions = caption_accuracy(api, heldout)
+    # speech is on when the corpus speaks (espeak-ng was found) and the model has a transcript stream
+    speech = config.model.transcript_tokens > 0 and any(c.metadata.get("speech") for c in heldout)
+    keys = ATTRIBUTES + ("word",) if speech else ATTRIBUTES
+    print(f"[demo] captioning {len(heldout)} held-out clips (speech {'on' if speech else 'off'})", flush=True)
+    score = functools.partial(caption_accuracy, api, heldout, transcript=speech, attributes=keys)
+    accuracy, captions = score()
     eval_set = heldout_eval(workdir, heldout_glob, heldout, captions)
-    no_audio, _ = caption_accuracy(api, heldout, use_audio=False)
-    no_motion, _ = caption_accuracy(api, heldout, still=True)
-    no_temporal, _ = caption_accuracy(api, heldout, temporal=False)
-    chance = {k: 1.0 / len(synth.ATTRIBUTES[k]) for k in ATTRIBUTES}
+    ablation = {"no_audio": score(use_audio=False)[0], "no_motion": score(still=True)[0],
+                "no_temporal": score(temporal=False)[0]}
+    if speech:
+        ablation["no_transcript"] = score(transcript=False)[0]
+    chance = {k: 1.0 / len(synth.ATTRIBUTES[k]) for k in keys}
 
     sample = os.path.join(workdir, "heldout_example.mp4")
     with open(sample, "wb") as f:
@@ -162,7 +173,8 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
     report = {
         "accuracy": accuracy,
         "chance": chance,
-        "ablation": {"no_audio": no_audio, "no_motion": no_motion, "no_temporal": no_temporal},
+        "ablation": ablation,
+        "speech": speech,
         "seconds": seconds,
         "train_seconds": t_train - t0,
         "steps": result["final_step"],
@@ -188,10 +200,13 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
 
 def format_report(report: dict) -> str:
     ablation = report["ablation"]
-    rows = ["| attribute | accuracy | chance | no audio | no motion | no temporal layers |", "|---|---|---|---|---|---|"]
-    for k in ATTRIBUTES:
-        rows.append(f"| {k} | {report['accuracy'][k]:.1%} | {report['chance'][k]:.1%} | {ablation['no_audio'][k]:.1%} | "
-                    f"{ablation['no_motion'][k]:.1%} | {ablation['no_temporal'][k]:.1%} |")
+    names = {"no_audio": "no audio", "no_motion": "no motion", "no_temporal": "no temporal layers",
+             "no_transcript": "no transcript"}
+    rows = ["| attribute | accuracy | chance | " + " | ".join(names[a] for a in ablation) + " |",
+            "|---|---|---|" + "---|" * len(ablation)]
+    for k in report["accuracy"]:
+        rows.append(f"| {k} | {report['accuracy'][k]:.1%} | {report['chance'][k]:.1%} | "
+                    + " | ".join(f"{ablation[a][k]:.1%}" for a in ablation) + " |")
     loss = report["loss"]
     rows += ["", f"loss {loss['first']:.3f} -> {loss['last']:.3f} in {report['steps']} steps "
                  f"(held-out loss {loss['eval_last']}); {report['seconds']:.0f} s in all",

@@ -11,6 +11,7 @@ import os
 import sys
 
 from pegasus_jax.cli.args import lora_alphas_from_args, sampling_from_args
+from pegasus_jax.cli.speech import TranscriptSource, add_transcript_flags
 from pegasus_jax.errors import UserError
 from pegasus_jax.infer.sampling import DEFAULT_TEMPERATURE
 
@@ -77,6 +78,7 @@ def _common(p) -> None:
     p.add_argument("--checkpoint", required=True, help="training workdir or one step's checkpoint folder")
     p.add_argument("--video", required=True, help="a video file, a folder of videos, or a JSONL of {\"video\": path}")
     add_sampling_flags(p)
+    add_transcript_flags(p, per_video_folder=False)
     add_model_flags(p)
 
 
@@ -136,8 +138,12 @@ def run(args) -> int:
     from pegasus_jax.train.checkpoint import resolve_checkpoint
 
     resolve_checkpoint(args.checkpoint)  # a wrong --checkpoint fails before the video is read
+    speech = TranscriptSource.from_args(args)  # transcript files parsed, the Whisper folder checked
     videos = video_list(args.video)
     single = len(videos) == 1 and videos[0] == args.video
+    if speech is not None and speech.single_file and not single:
+        raise UserError("--transcript: one file is one video's transcript; for several videos pass a folder of "
+                        "<video stem>.srt|.vtt|.json")
     import jax
 
     from pegasus_jax.infer.video_input import check_video
@@ -145,26 +151,34 @@ def run(args) -> int:
 
     check_model_flags(args, sweep=False)
     if single:
-        check_video(args.video)  # a bad video fails before the seconds spent loading the model
+        duration = check_video(args.video).duration  # a bad video fails before the seconds spent loading the model
+        if speech is not None:
+            speech.check_video(duration)
     else:
         distributed.initialize()  # a multi-process job splits a batch over its processes
+    if speech is not None:
+        speech.check_model(args.checkpoint)  # its metadata only (after initialize: Orbax starts the backend)
     model = load_model(args)
     if args.task == "generate" and args.stop:
         sampling["stop"] = tuple(args.stop)
 
+    def transcript(path: str):
+        return speech.for_video(path, model.config) if speech is not None else None
+
     def one(path: str) -> dict:
         if args.task == "gist":
-            return model.gist(path, **sampling)
+            return model.gist(path, transcript=transcript(path), **sampling)
         if args.task == "summarize":
-            return model.summarize(path, args.type, **sampling)
-        text = model.generate(path, args.prompt, schema=schema, regex=regex, **sampling)
+            return model.summarize(path, args.type, transcript=transcript(path), **sampling)
+        text = model.generate(path, args.prompt, schema=schema, regex=regex, transcript=transcript(path), **sampling)
         return {"id": os.path.splitext(os.path.basename(path))[0],
                 "data": json.loads(text) if schema is not None else text}
 
     if single:
         if args.task == "generate" and args.stream:
             print(json.dumps({"event_type": "stream_start"}), flush=True)
-            for piece in model.stream(videos[0], args.prompt, schema=schema, regex=regex, **sampling):
+            for piece in model.stream(videos[0], args.prompt, schema=schema, regex=regex,
+                                      transcript=transcript(videos[0]), **sampling):
                 print(json.dumps({"event_type": "text_generation", "text": piece}), flush=True)
             print(json.dumps({"event_type": "stream_end"}), flush=True)
             return 0

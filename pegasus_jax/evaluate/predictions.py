@@ -29,9 +29,11 @@ class ModelPredictor:
     input order (the others raise ScoredOnMain once their share is sent: they take no part in scoring).
     """
 
-    def __init__(self, model, batch_size: int = 8, sampling: dict | None = None):
-        """`sampling`: SamplingParams fields for every generation (default: greedy, 96 new tokens)."""
+    def __init__(self, model, batch_size: int = 8, sampling: dict | None = None, transcript=None):
+        """`sampling`: SamplingParams fields for every generation (default: greedy, 96 new tokens);
+        `transcript`: video path -> its timed transcript or None (default: none)."""
         self.model, self.batch_size, self.sampling = model, batch_size, sampling or {}
+        self.transcript = transcript or (lambda video: None)
         self.errors: dict[str, str] = {}
 
     def __call__(self, prompts: list[Prompt]) -> dict[str, str]:
@@ -58,16 +60,22 @@ class ModelPredictor:
         for start in range(0, len(prompts), self.batch_size):
             chunk = prompts[start:start + self.batch_size]
             try:
-                texts = self.model.generate_batch([(p.video, p.text) for p in chunk], **self.sampling)
+                texts = self.model.generate_batch([(p.video, p.text) for p in chunk], **self.sampling,
+                                                  **self._transcripts(chunk))
                 rows += [(p.id, t, None) for p, t in zip(chunk, texts)]
             except UserError:  # one bad input fails its batch: the prompts one by one find which
                 rows += [self._one(p) for p in chunk]
             progress.update(len(chunk))
         return rows
 
+    def _transcripts(self, chunk: list[Prompt]) -> dict:
+        """generate_batch's `transcripts` where any prompt has one (models without the keyword still work)."""
+        transcripts = [self.transcript(p.video) for p in chunk]
+        return {"transcripts": transcripts} if any(t is not None for t in transcripts) else {}
+
     def _one(self, p: Prompt) -> tuple[str, str, str | None]:
         try:
-            return p.id, self.model.generate_batch([(p.video, p.text)], **self.sampling)[0], None
+            return p.id, self.model.generate_batch([(p.video, p.text)], **self.sampling, **self._transcripts([p]))[0], None
         except UserError as e:
             return p.id, "", str(e)
 

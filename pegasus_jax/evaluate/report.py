@@ -69,6 +69,13 @@ def load_reports(path: str) -> dict[str, dict]:
     return reports
 
 
+def source_label(meta: dict, side: str) -> str:
+    """A column's name: what made the predictions (a baseline or a checkpoint), after A or B."""
+    if meta.get("baseline"):
+        return f"{side}: {meta['baseline']} baseline"
+    return f"{side}: model" if meta.get("checkpoint") else side
+
+
 def compare_markdown(path_a: str, path_b: str) -> str:
     a, b = load_reports(path_a), load_reports(path_b)
     shared = [name for name in a if name in b]
@@ -77,7 +84,8 @@ def compare_markdown(path_a: str, path_b: str) -> str:
     out = []
     for name in shared:
         flat_a, flat_b = flatten(a[name]["aggregate"]), flatten(b[name]["aggregate"])
-        out += [f"## {name}", "", f"| metric | A | B | B - A |", "| --- | --- | --- | --- |"]
+        label_a, label_b = source_label(a[name]["meta"], "A"), source_label(b[name]["meta"], "B")
+        out += [f"## {name}", "", f"| metric | {label_a} | {label_b} | B - A |", "| --- | --- | --- | --- |"]
         for metric in list(flat_a) + [m for m in flat_b if m not in flat_a]:
             va, vb = flat_a.get(metric), flat_b.get(metric)
             numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (va, vb))

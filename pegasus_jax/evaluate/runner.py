@@ -27,12 +27,16 @@ REFERENCE_BENCHMARKS = ("caption", "vidfactscore", "qefvc")  # the ones --refere
 def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: str | None = None,
                   session: JudgeSession | None = None, videos: str | None = None, prompt: str | None = None,
                   meteor: bool = False, batches: int = 50, batch_size: int = 8, meta: dict | None = None,
-                  sampling: dict | None = None, references: str = "all") -> dict | None:
+                  sampling: dict | None = None, references: str = "all", transcript=None,
+                  predictor=None) -> dict | None:
     """Run one benchmark and write `<out>/<benchmark>.json|.md`; returns the report's aggregate.
     `sampling`: the generation's SamplingParams fields (temperature, max_new_tokens, ...).
 
     `references` ("all" | "fused"): caption, vidfactscore and qefvc score against every caption of a video
     or against its judge-fused reference (`eval fuse-references`).
+
+    `transcript`: video path -> its timed transcript (or None), fed to the model's transcript stream;
+    `predictor`: where the predictions come from instead of the model or file (the asr-llm baseline).
 
     In a multi-process job every process calls this: the generation benchmarks (caption, vcg,
     vidfactscore, qefvc, openqa) split their prompts over the processes, and process 0 alone scores them (the
@@ -42,14 +46,15 @@ def run_benchmark(benchmark: str, data: str, out: str, model=None, predictions: 
         raise UserError(f"--benchmark {benchmark!r}: expected one of {', '.join(BENCHMARKS)}")
     if benchmark in JUDGED and session is None and is_main():
         raise UserError(f"--benchmark {benchmark} needs a judge (--judge-url / PEGASUS_JUDGE_URL)")
-    if predictions is None and model is None:
+    if predictions is None and model is None and predictor is None:
         raise UserError("pass --checkpoint (or, for generation benchmarks, --predictions FILE)")
     if references != "all" and benchmark not in REFERENCE_BENCHMARKS:
         raise UserError(f"--references {references} applies to --benchmark {' | '.join(REFERENCE_BENCHMARKS)}, "
                         f"not {benchmark}")
     if predictions is not None and benchmark in ("mcq", "loss"):
         raise UserError(f"--predictions does not apply to --benchmark {benchmark}: it scores the model itself")
-    predict = FilePredictor(predictions) if predictions else ModelPredictor(model, batch_size, sampling)
+    predict = predictor or (FilePredictor(predictions) if predictions
+                            else ModelPredictor(model, batch_size, sampling, transcript))
     start = time.time()
     try:
         aggregate, items = _run(benchmark, data, predict, model, session, videos, prompt, meteor, batches, references)

@@ -6,6 +6,7 @@
     m.summarize("clip.mp4", "chapter")      # {"id", "chapters": [...]}
     m.generate("clip.mp4", "What colour is the shape?")
     m.generate("clip.mp4", "Name the shape.", schema={...})   # or regex="..."; m.stream(...) alike
+    m.gist("clip.mp4", transcript="clip.srt")   # speech: .srt/.vtt/.json file or [{"start", "end", "text"}]
     Pegasus.load("runs/pod", mesh="fsdp=4,tensor=2", dtype="bf16")   # sharded over this host's devices
     m.set_lora_alpha(4.0); m.set_num_segments(6)   # PLLaVA's controls: LoRA blend, segment windows
 
@@ -26,19 +27,22 @@ import numpy as np
 from flax import nnx
 
 from data_pipelines.text import prompts
+from data_pipelines.text.transcript_files import check_against_duration, check_items, read_transcript
 from pegasus_jax.infer import grammar, schemas
 from pegasus_jax.infer.generate import Generator
 from pegasus_jax.infer.sampling import SamplingParams
-from pegasus_jax.infer.video_input import SegmentEncoder, VideoPrefix, check_num_segments, check_video
+from pegasus_jax.infer.video_input import (SegmentEncoder, VideoPrefix, check_num_segments, check_video,
+                                           require_transcript_stream)
 from pegasus_jax.models.lora import check_lora_alpha, set_lora_alpha
 
 SUMMARY_TYPES = ("summary", "chapter", "highlight")
+Transcript = str | list[dict] | None  # a .srt/.vtt/.json file or the timed items themselves
 
 
 class Pegasus:
     def __init__(self, model, config, tokenizer):
         self.model, self.config, self.tokenizer = model, config, tokenizer
-        self.encoder = SegmentEncoder(model, config)
+        self.encoder = SegmentEncoder(model, config, tokenizer=tokenizer)
         self.generator = self._generator()
         self._vocabulary = None  # the grammar engine's, built on the first constrained call
 
@@ -75,11 +79,22 @@ class Pegasus:
         config = self.config.copy_and_resolve_references()
         config.data.max_segments = num_segments
         self.config = config
-        self.encoder = SegmentEncoder(self.model, config)
+        self.encoder = SegmentEncoder(self.model, config, tokenizer=self.tokenizer)
 
     # -- building blocks --------------------------------------------------------------------------
-    def encode_video(self, video_path: str) -> VideoPrefix:
-        return self.encoder.encode_file(video_path)
+    def encode_video(self, video_path: str, transcript: Transcript = None) -> VideoPrefix:
+        return self.encoder.encode_file(video_path, self.timed_transcript(transcript, video_path))
+
+    def timed_transcript(self, transcript: Transcript, video_path: str) -> list[dict] | None:
+        """`transcript` (a .srt/.vtt/.json path or a list of {start, end, text}) as a checked list: UserError for
+        a bad file, a cue past the video's end, or a model without a transcript stream."""
+        if transcript is None:
+            return None
+        name = transcript if isinstance(transcript, str) else "transcript"
+        items = read_transcript(transcript) if isinstance(transcript, str) else check_items(transcript, name)
+        require_transcript_stream(self.config, items)
+        check_against_duration(items, check_video(video_path).duration, name)
+        return items
 
     def _prompt(self, prompt: str) -> list[int]:
         from data_pipelines.text.chat import prompt_ids
@@ -101,28 +116,32 @@ class Pegasus:
 
     # -- generation -------------------------------------------------------------------------------
     def generate(self, video_path: str, prompt: str, *, schema: dict | None = None, regex: str | None = None,
-                 **sampling) -> str:
-        """The answer; with `schema` a JSON document that validates, with `regex` text that fully matches it."""
-        return self.generate_batch([(video_path, prompt)], schema=schema, regex=regex, **sampling)[0]
+                 transcript: Transcript = None, **sampling) -> str:
+        """The answer; with `schema` a JSON document that validates, with `regex` text that fully matches it;
+        `transcript`: the video's timed speech (file or list), in the transcript stream as training puts it."""
+        return self.generate_batch([(video_path, prompt)], schema=schema, regex=regex, transcripts=[transcript],
+                                   **sampling)[0]
 
     def generate_batch(self, items: list[tuple[str, str]], *, schema: dict | None = None, regex: str | None = None,
-                       **sampling) -> list[str]:
-        """One answer per (video, prompt); the videos are encoded one by one and decoded as a batch."""
+                       transcripts: list[Transcript] | None = None, **sampling) -> list[str]:
+        """One answer per (video, prompt) (and per transcript in `transcripts`, None for none); the videos are
+        encoded one by one and decoded as a batch."""
         params = SamplingParams(**{"max_new_tokens": 96, **sampling})
         constraint = self._constraint(schema, regex, len(items), params.stop)
-        prefixes = [self.encode_video(path) for path, _ in items]
+        transcripts = transcripts or [None] * len(items)
+        prefixes = [self.encode_video(path, transcript) for (path, _), transcript in zip(items, transcripts)]
         prefix = _stack_prefixes(prefixes)
         ids = [self._prompt(p) for _, p in items]
         out = self.generator.generate_ids(ids, prefix, params, self.tokenizer.decode, constraint)
         return [self._text(o, constraint) for o in out]
 
     def stream(self, video_path: str, prompt: str, *, schema: dict | None = None, regex: str | None = None,
-               **sampling) -> Iterator[str]:
+               transcript: Transcript = None, **sampling) -> Iterator[str]:
         """Text pieces as they are generated (the decoded text grows monotonically); the pieces of a
         constrained answer join into the same document `generate` returns."""
         params = SamplingParams(**{"max_new_tokens": 96, **sampling})
         constraint = self._constraint(schema, regex, 1, params.stop)
-        prefix = self.encode_video(video_path)
+        prefix = self.encode_video(video_path, transcript)
         sent = ""
         for ids in self.generator.stream_ids([self._prompt(prompt)], (prefix.embeddings, prefix.mask), params,
                                              self.tokenizer.decode, constraint):
@@ -132,21 +151,23 @@ class Pegasus:
                 sent = text
 
     # -- tasks ------------------------------------------------------------------------------------
-    def gist(self, video_path: str, **sampling) -> dict:
-        doc = json.loads(self.generate(video_path, prompts.GIST, schema=schemas.GIST,
+    def gist(self, video_path: str, transcript: Transcript = None, **sampling) -> dict:
+        doc = json.loads(self.generate(video_path, prompts.GIST, schema=schemas.GIST, transcript=transcript,
                                        **{"max_new_tokens": 160, **sampling}))
         return {"id": _video_id(video_path), **doc}
 
-    def summarize(self, video_path: str, type: str = "summary", **sampling) -> dict:
+    def summarize(self, video_path: str, type: str = "summary", transcript: Transcript = None, **sampling) -> dict:
         if type not in SUMMARY_TYPES:
             raise ValueError(f"type must be one of {SUMMARY_TYPES}")
         vid = _video_id(video_path)
         if type == "summary":
-            return {"id": vid, "summary": self.generate(video_path, prompts.SUMMARY, **sampling).strip()}
+            return {"id": vid, "summary": self.generate(video_path, prompts.SUMMARY, transcript=transcript,
+                                                        **sampling).strip()}
         duration = check_video(video_path).duration  # headers only; generate() encodes the video
         schema = schemas.chapters(duration) if type == "chapter" else schemas.highlights(duration)
         task = prompts.CHAPTER if type == "chapter" else prompts.HIGHLIGHT
-        items = json.loads(self.generate(video_path, task, schema=schema, **{"max_new_tokens": 256, **sampling}))
+        items = json.loads(self.generate(video_path, task, schema=schema, transcript=transcript,
+                                         **{"max_new_tokens": 256, **sampling}))
         key = "chapters" if type == "chapter" else "highlights"
         return {"id": vid, key: schemas.order_timed(items, numbered=type == "chapter")}
 

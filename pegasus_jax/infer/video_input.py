@@ -18,7 +18,8 @@ import numpy as np
 from flax import nnx
 
 from data_pipelines.decode import video as video_io
-from data_pipelines.contract import example_spec
+from data_pipelines.decode.example import transcript_arrays
+from data_pipelines.contract import dims, example_spec
 from pegasus_jax.errors import UserError
 from pegasus_jax.models.alignment import pool_shape, tokens_per_segment
 
@@ -69,9 +70,24 @@ def check_num_segments(config, num_segments: int) -> None:
                         f"segment at least)")
 
 
-def segment_batch(config, data: video_io.Media, segment: video_io.Segment, has_audio: bool) -> dict:
+def segment_transcript(config, tokenizer, transcript: list[dict], segment: video_io.Segment) -> dict:
+    """The segment's transcript tokens and mask, (1, 1, R): the speech overlapping [start, end), placed by the
+    training pipeline's own `transcript_arrays`."""
+    one = {"segment_mask": np.ones(1, bool), "segment_start": np.asarray([segment.start], np.float32),
+           "segment_end": np.asarray([segment.end], np.float32)}
+    return {k: v[None] for k, v in transcript_arrays(tokenizer, transcript, one, dims(config)["R"]).items()}
+
+
+def require_transcript_stream(config, transcript) -> None:
+    if transcript and config.model.transcript_tokens == 0:
+        raise UserError("--transcript: this model has no transcript stream (model.transcript_tokens = 0)")
+
+
+def segment_batch(config, data: video_io.Media, segment: video_io.Segment, has_audio: bool,
+                  transcript: list[dict] | None = None, tokenizer=None) -> dict:
     """A one-example, one-segment batch: the segment's frames and the first segment_seconds of its audio,
-    the arrays the training pipeline (data_pipelines/decode/media.py) builds for it."""
+    the arrays the training pipeline (data_pipelines/decode/media.py) builds for it, and the timed
+    `transcript`'s tokens for the segment (`tokenizer` encodes them)."""
     spec = example_spec(config)
     v = config.model.vision
     frames, _ = video_io.sample_frames(data, segment.timestamps, v.image_size, resize=v.frame_resize)
@@ -86,10 +102,13 @@ def segment_batch(config, data: video_io.Media, segment: video_io.Segment, has_a
         n = min(len(wave), batch["audio"].shape[-1])
         batch["audio"][0, 0, :n] = wave[:n]
         batch["audio_mask"][:] = n > 0
+    if transcript:
+        batch.update(segment_transcript(config, tokenizer, transcript, segment))
     return batch
 
 
-def whole_video_batch(config, data: video_io.Media, prompt_ids: list[int]) -> dict:
+def whole_video_batch(config, data: video_io.Media, prompt_ids: list[int], transcript: list[dict] | None = None,
+                      tokenizer=None) -> dict:
     """One example with every planned segment of the video and `prompt_ids` as its text: the input of a
     single full forward pass (what an exported model is checked on). Only for videos whose segments fit
     the configured pooling target, where this pass and segment-wise encoding agree."""
@@ -98,7 +117,8 @@ def whole_video_batch(config, data: video_io.Media, prompt_ids: list[int]) -> di
     if pool_shape(config.model, len(plan)) != pool:
         raise UserError(f"--video: its {len(plan)} segments pool to {pool_shape(config.model, len(plan))} in one "
                         f"forward, not to {pool} as data.max_segments={config.data.max_segments} are")
-    segments = [segment_batch(config, data, segment, info.has_audio) for segment in plan]
+    require_transcript_stream(config, transcript)
+    segments = [segment_batch(config, data, segment, info.has_audio, transcript, tokenizer) for segment in plan]
     batch = {k: np.concatenate([s[k] for s in segments], axis=1) for k in segments[0]}
     batch["tokens"] = np.asarray([prompt_ids], np.int32)
     batch["text_mask"] = np.ones_like(batch["tokens"], bool)
@@ -114,10 +134,11 @@ class SegmentEncoder:
     position already hints at where it is going).
     """
 
-    def __init__(self, model, config, use_audio: bool = True, still: bool = False):
-        """`config`: the whole config (segment layout and sample rate; the model holds config.model only)."""
+    def __init__(self, model, config, use_audio: bool = True, still: bool = False, tokenizer=None):
+        """`config`: the whole config (segment layout and sample rate; the model holds config.model only);
+        `tokenizer`: the checkpoint's, for timed transcripts."""
         self.graphdef, self.state = nnx.split(model)
-        self.config = config
+        self.config, self.tokenizer = config, tokenizer
         self.use_audio = use_audio
         self.still = still
 
@@ -125,14 +146,16 @@ class SegmentEncoder:
     def _encode(self, state, batch, pool):
         return nnx.merge(self.graphdef, state).prefix(batch, pool)
 
-    def encode_file(self, path: str) -> VideoPrefix:
-        """A video file, read from disk as each segment needs it (never whole)."""
-        return self._encode_media(path)
+    def encode_file(self, path: str, transcript: list[dict] | None = None) -> VideoPrefix:
+        """A video file, read from disk as each segment needs it (never whole), with its timed `transcript`
+        ([{"start", "end", "text"}] in seconds, as records hold it) in each segment's transcript slots."""
+        return self._encode_media(path, transcript)
 
-    def encode_bytes(self, data: bytes) -> VideoPrefix:
-        return self._encode_media(data)
+    def encode_bytes(self, data: bytes, transcript: list[dict] | None = None) -> VideoPrefix:
+        return self._encode_media(data, transcript)
 
-    def _encode_media(self, data: video_io.Media) -> VideoPrefix:
+    def _encode_media(self, data: video_io.Media, transcript: list[dict] | None) -> VideoPrefix:
+        require_transcript_stream(self.config, transcript)
         info = check_video(data)
         plan, pool = plan_segments(self.config, info.duration)
         parts, masks = [], []
@@ -142,7 +165,7 @@ class SegmentEncoder:
             still_frame = video_io.sample_frames(data, [info.duration / 2], v.image_size, resize=v.frame_resize)[0][0]
         for segment in plan:
             try:
-                batch = segment_batch(self.config, data, segment, has_audio)
+                batch = segment_batch(self.config, data, segment, has_audio, transcript, self.tokenizer)
             except video_io.DecodeError as e:  # the header was fine but the stream is not, e.g. cut short
                 name = data if isinstance(data, str) else "<bytes>"
                 raise UserError(f"--video: {name} fails to decode at {segment.start:.1f}s ({e})") from None
