@@ -22,6 +22,7 @@ REDUCED = {
     "train.checkpoint_every": "800",
     "train.eval_every": "0",
     "demo.eval_clips": "48",
+    "demo.task_clips": "32",
     "train.lr_mults": "()",  # the full demo's 3x video-encoder rate needs its 1800 steps
 }
 
@@ -106,9 +107,17 @@ def test_no_motion_shows_the_middle_frame_where_position_does_not_tell_the_direc
 
 def test_gist_and_chapters_parse_with_times_inside_the_clip(report):
     assert isinstance(report["gist"]["title"], str) and isinstance(report["gist"]["topics"], list)
-    duration = synth.PART_SECONDS  # held-out clips are single-part
+    duration = 2 * synth.PART_SECONDS  # the chapters of a held-out two-part clip
     for chapter in report["chapters"]["chapters"]:
         assert 0 <= chapter["start_sec"] <= chapter["end_sec"] <= duration + 1e-6
+
+
+def test_api_tasks_are_learned_on_unseen_combinations(report):
+    tasks = report["tasks"]
+    assert tasks["gist_clips"] == tasks["two_part_clips"] == 32 and tasks["tolerance_sec"] == 1.0
+    assert tasks["gist_title"] >= 0.5, tasks
+    assert tasks["chapters"] >= 0.5, tasks
+    assert tasks["highlights"] >= 0.5, tasks
 
 
 def test_the_pytorch_export_gives_our_logits_and_caption_without_jax(report):
