@@ -93,9 +93,10 @@ def test_folder_gist_and_segments_and_caption_only_rows(tmp_path, accepts):
     assert json.loads(full[prompts.GIST]) == rows[0]["gist"]
     check_timed(accepts, full, [{"start": 0.0, "end": 3.5, "text": "a dog plays"}], 3.5)
     assert caption_only == {prompts.SUMMARY: "a cat sleeps"}
-    # the caption kind still trains on captions alone, the video kind on everything
+    # the caption kind still trains on captions alone, the video kind on captions and chapters
     assert by_prompt(example(items[0]), "caption") == {prompts.DESCRIBE: "a dog plays"}
-    assert set(by_prompt(example(items[0]), "video")) == {prompts.DESCRIBE, *full}
+    assert by_prompt(example(items[0]), "video") == {prompts.DESCRIBE: "a dog plays",
+                                                     prompts.CHAPTER: full[prompts.CHAPTER]}
 
 
 def example(item: dict) -> VideoExample:
