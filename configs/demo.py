@@ -64,5 +64,5 @@ def get_config():
     c.train.max_seconds = 780.0  # 1800 steps take 640-690 s on 2 cores: room for a slower machine
     c.train.eval_every = 200
     c.train.eval_batches = 4
-    c.demo = {"eval_clips": 200}
+    c.demo = {"eval_clips": 200, "task_clips": 64}
     return c

@@ -13,10 +13,13 @@
    so without sound the model names no tone), with the motion removed (every frame is the clip's middle
    one, where a shape's position does not tell its direction: direction should fall to chance) and with
    the temporal layers removed (the decoder also reads direction from the order of the pooled frames);
-5. run `gist` and `summarize --type chapter` on a held-out video;
+5. score the API tasks, batched with their constrained decoding, on held-out clips: the gist title naming
+   the clip's colour and shape (single-part clips), and chapter and highlight times within one segment
+   of the truth (two-part clips whose parts are both unseen combinations, synth.make_clip(num_parts=2));
 6. export the checkpoint to PyTorch folders and run the whole model there, in a process that cannot
    import JAX: its logits and greedy caption of the held-out video against ours;
-7. write DIR/demo_report.json ("accuracy", "chance", "ablation", "seconds", ...) and print a summary.
+7. write DIR/demo_report.json ("accuracy", "chance", "ablation", "tasks", "seconds", "stage_seconds": where
+   the time went, ...) and print a summary.
 """
 from __future__ import annotations
 
@@ -67,6 +70,63 @@ def caption_accuracy(api, clips: list, use_audio: bool = True, temporal: bool = 
             for k in attributes:
                 correct[k] += int(found.get(k) == truth[k])
     return {k: correct[k] / max(len(clips), 1) for k in attributes}, captions
+
+
+def write_clips(folder: str, clips: list) -> list[str]:
+    os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, f"{c.id}.mp4") for c in clips]
+    for path, clip in zip(paths, clips):
+        with open(path, "wb") as f:
+            f.write(clip.video)
+    return paths
+
+
+def _times_match(items: list[dict], segments: list[dict], tolerance: float) -> bool:
+    """As many items as true segments, each start and end within `tolerance` seconds of its segment's."""
+    return len(items) == len(segments) and all(
+        abs(i["start_sec"] - s["start"]) <= tolerance and abs(i["end_sec"] - s["end"]) <= tolerance
+        for i, s in zip(items, segments))
+
+
+def task_accuracy(api, workdir: str, single: list, two_part: list, speech: bool = False) -> dict:
+    """The API tasks on held-out clips, in batches of BATCH through the API's constrained decoding (greedy):
+    gist titles naming the right colour and shape (first mention of each, as captions are scored) on
+    `single`; chapters and highlights on `two_part`, right when there are two with both start and end
+    within one segment (config.model.align.segment_seconds) of the part's. With `speech`, each clip's
+    transcript goes in as the API's `transcripts`."""
+    from data_pipelines.sources.synth import attributes_from_text
+
+    tolerance = float(api.config.model.align.segment_seconds)
+    single_paths = write_clips(os.path.join(workdir, "task_clips"), single)
+    two_part_paths = write_clips(os.path.join(workdir, "task_clips"), two_part)
+    seconds, gists, chapters, highlights = {}, [], [], []
+    for name, run, paths, clips in (
+            ("gist", lambda p, t: api.gist_batch(p, t, temperature=0.0), single_paths, single),
+            ("chapter", lambda p, t: api.summarize_batch(p, "chapter", t, temperature=0.0), two_part_paths, two_part),
+            ("highlight", lambda p, t: api.summarize_batch(p, "highlight", t, temperature=0.0), two_part_paths,
+             two_part)):
+        t0 = time.perf_counter()
+        out = {"gist": gists, "chapter": chapters, "highlight": highlights}[name]
+        for i in range(0, len(paths), BATCH):
+            transcripts = [c.transcript or None for c in clips[i:i + BATCH]] if speech else None
+            out += run(paths[i:i + BATCH], transcripts)
+        seconds[name] = time.perf_counter() - t0
+    title_right = [attributes_from_text(g["title"]).get("colour") == c.metadata["attributes"]["colour"]
+                   and attributes_from_text(g["title"]).get("shape") == c.metadata["attributes"]["shape"]
+                   for g, c in zip(gists, single)]
+    chapter_right = [_times_match(d["chapters"], c.segments, tolerance) for d, c in zip(chapters, two_part)]
+    highlight_right = [_times_match(d["highlights"], c.segments, tolerance) for d, c in zip(highlights, two_part)]
+    return {
+        "gist_title": float(np.mean(title_right)) if title_right else 0.0,
+        "chapters": float(np.mean(chapter_right)) if chapter_right else 0.0,
+        "highlights": float(np.mean(highlight_right)) if highlight_right else 0.0,
+        "gist_clips": len(single), "two_part_clips": len(two_part), "tolerance_sec": tolerance, "seconds": seconds,
+        "examples": [{"truth": c.metadata["gist"], "gist": g} for c, g in zip(single[:3], gists[:3])]
+        + [{"truth": c.segments, "chapters": d["chapters"], "highlights": h["highlights"]}
+           for c, d, h in zip(two_part[:2], chapters[:2], highlights[:2])],
+        "gist": gists[0] if gists else None,
+        "chapter": chapters[0] if chapters else None,
+    }
 
 
 def heldout_eval(workdir: str, heldout_glob: str, clips: list, captions: list[str]) -> dict:
@@ -145,8 +205,15 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
     t_train = time.perf_counter()
     curve = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
     losses = [r for r in curve if "loss" in r]
+    stages = {"corpus": _corpus_seconds(workdir), "train": t_train - t0}
 
-    api = Pegasus.load(workdir)
+    def timed(name, fn, *args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        stages[name] = time.perf_counter() - start
+        return out
+
+    api = timed("load", Pegasus.load, workdir)
     heldout_glob = os.path.join(workdir, "corpus", "heldout", "*.array_record")
     heldout = list(records.read_all(heldout_glob))[: config.demo.eval_clips]
     # speech is on when the corpus speaks (espeak-ng was found) and the model has a transcript stream
@@ -154,29 +221,34 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
     keys = ATTRIBUTES + ("word",) if speech else ATTRIBUTES
     print(f"[demo] captioning {len(heldout)} held-out clips (speech {'on' if speech else 'off'})", flush=True)
     score = functools.partial(caption_accuracy, api, heldout, transcript=speech, attributes=keys)
-    accuracy, captions = score()
-    eval_set = heldout_eval(workdir, heldout_glob, heldout, captions)
-    ablation = {"no_audio": score(use_audio=False)[0], "no_motion": score(still=True)[0],
-                "no_temporal": score(temporal=False)[0]}
+    accuracy, captions = timed("caption", score)
+    eval_set = timed("heldout_eval", heldout_eval, workdir, heldout_glob, heldout, captions)
+    ablation = {"no_audio": timed("caption_no_audio", score, use_audio=False)[0],
+                "no_motion": timed("caption_no_motion", score, still=True)[0],
+                "no_temporal": timed("caption_no_temporal", score, temporal=False)[0]}
     if speech:
-        ablation["no_transcript"] = score(transcript=False)[0]
+        ablation["no_transcript"] = timed("caption_no_transcript", score, transcript=False)[0]
     chance = {k: 1.0 / len(synth.ATTRIBUTES[k]) for k in keys}
 
-    sample = os.path.join(workdir, "heldout_example.mp4")
-    with open(sample, "wb") as f:
-        f.write(heldout[0].video)
-    gist = api.gist(sample, temperature=0.0)
-    chapters = api.summarize(sample, "chapter", temperature=0.0)
+    count = config.demo.task_clips
+    print(f"[demo] gist on {count} held-out clips, chapters and highlights on {count} held-out two-part clips",
+          flush=True)
+    two_part = timed("two_part_clips", lambda: [synth.make_clip(config.seed, "heldout", i, num_parts=2)
+                                                for i in range(count)])
+    tasks = timed("tasks", task_accuracy, api, workdir, heldout[:count], two_part, speech)
+    sample = os.path.join(workdir, "task_clips", f"{heldout[0].id}.mp4")
     print("[demo] exporting to PyTorch and checking the export without JAX", flush=True)
-    exported = check_export(api, workdir, heldout[0])
+    exported = timed("export", check_export, api, workdir, heldout[0])
     seconds = time.perf_counter() - t0
     report = {
         "accuracy": accuracy,
         "chance": chance,
         "ablation": ablation,
         "speech": speech,
+        "tasks": {k: v for k, v in tasks.items() if k not in ("gist", "chapter")},
         "seconds": seconds,
         "train_seconds": t_train - t0,
+        "stage_seconds": stages,
         "steps": result["final_step"],
         "loss": {"first": losses[0]["loss"], "last": losses[-1]["loss"],
                  "eval_last": next((r["eval_loss"] for r in reversed(curve) if "eval_loss" in r), None)},
@@ -185,8 +257,8 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
         "heldout_clips": len(heldout),
         "heldout_eval": eval_set,
         "examples": [{"truth": c.metadata["attributes"], "caption": t} for c, t in zip(heldout[:5], captions[:5])],
-        "gist": gist,
-        "chapters": chapters,
+        "gist": tasks["gist"],
+        "chapters": tasks["chapter"],
         "export": exported,
         "artifacts": {"workdir": workdir, "checkpoints": os.path.join(workdir, "checkpoints"),
                       "pytorch": exported["full"],
@@ -196,6 +268,15 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
         json.dump(report, f, indent=2)
     print(format_report(report), flush=True)
     return report
+
+
+def _corpus_seconds(workdir: str) -> float | None:
+    """How long generating the built-in corpus took (its corpus.json), None when the run read other data."""
+    path = os.path.join(workdir, "corpus", "corpus.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)["seconds"]
 
 
 def format_report(report: dict) -> str:
@@ -209,12 +290,20 @@ def format_report(report: dict) -> str:
                     + " | ".join(f"{ablation[a][k]:.1%}" for a in ablation) + " |")
     loss = report["loss"]
     rows += ["", f"loss {loss['first']:.3f} -> {loss['last']:.3f} in {report['steps']} steps "
-                 f"(held-out loss {loss['eval_last']}); {report['seconds']:.0f} s in all",
-             heldout_eval_line(report["heldout_eval"]),
+                 f"(held-out loss {loss['eval_last']}); {report['seconds']:.0f} s in all: "
+                 + ", ".join(f"{k} {v:.0f} s" for k, v in report["stage_seconds"].items() if v is not None),
+             heldout_eval_line(report["heldout_eval"]), tasks_line(report["tasks"]),
              f"gist: {json.dumps(report['gist'])}", f"chapters: {json.dumps(report['chapters'])}",
              export_line(report["export"]),
              f"report: {os.path.join(report['artifacts']['workdir'], 'demo_report.json')}"]
     return "\n".join(rows)
+
+
+def tasks_line(tasks: dict) -> str:
+    return (f"API tasks on held-out clips: gist title naming colour and shape {tasks['gist_title']:.1%} "
+            f"({tasks['gist_clips']} clips); chapter times within {tasks['tolerance_sec']:g} s "
+            f"{tasks['chapters']:.1%}, highlight times {tasks['highlights']:.1%} ({tasks['two_part_clips']} two-part "
+            f"clips)")
 
 
 def heldout_eval_line(eval_set: dict) -> str:

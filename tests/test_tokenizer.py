@@ -107,12 +107,16 @@ def test_conversations_from_a_record():
     assert convs[0] == [{"role": "user", "text": "Describe the video."}, {"role": "assistant", "text": "a red circle"}]
     assert convs[1] == ex.turns
     assert convs[2][0]["text"] == prompts.CHAPTER
+    assert convs[2][1]["text"].startswith('[{"chapter_number":0,"start_sec":0.0,')  # compact, as decoding writes it
     assert json.loads(convs[2][1]["text"]) == [
         {"chapter_number": 0, "start_sec": 0.0, "end_sec": 2.0, "chapter_title": "a red circle",
          "chapter_summary": "a red circle"},
         {"chapter_number": 1, "start_sec": 2.0, "end_sec": 4.0, "chapter_title": "a blue square moves up while",
          "chapter_summary": "a blue square moves up while a low tone plays"}]
     assert len(convs) == 3
+    tasks = prompts.conversations(ex, "tasks")  # no gist: the record has no metadata "gist"
+    assert [c[0]["text"] for c in tasks] == [prompts.SUMMARY, prompts.CHAPTER, prompts.HIGHLIGHT]
+    assert tasks[1] == convs[2]
     assert prompts.conversations(ex, "instruction") == [ex.turns]
     assert prompts.conversations(ex, "image") == [convs[0]]
     assert prompts.task_prompt("open", "why?") == "why?" and prompts.task_prompt("summary") == prompts.SUMMARY

@@ -4,13 +4,16 @@ Each clip shows ONE coloured shape moving in a direction over a varying dark bac
 tone of one pitch plays (and, where `espeak-ng` is on PATH, a voice says one word). Captions come
 from a small grammar that contains the attribute words verbatim; QA turns ask for single
 attributes with one-word answers. A quarter of the training clips are two-part (4 s: each 2 s part
-has its own shape/colour/direction/pitch) with one timed `segments` entry per part (chapter targets).
+has its own shape/colour/direction/pitch) with one timed `segments` entry per part (chapter and
+highlight targets); every clip's metadata "gist" names its colours, shapes and directions (`gist`).
 A tenth of the training clips are silent (no audio track; pitch None, captions name no tone), as
 real corpora hold silent videos: a model trained on this corpus can describe a clip without sound.
 
 The held-out split uses (colour, shape, direction, pitch) combinations never seen in train
 (HELDOUT_COMBOS: a fixed arithmetic rule, independent of the seed, that still leaves every single
-attribute value in train); held-out clips are single-part so a caption scores against one combo.
+attribute value in train); held-out clips are single-part so a caption scores against one combo;
+`make_clip(..., num_parts=2)` makes held-out two-part clips (both parts unseen combos) for scoring
+chapter and highlight times.
 Clip i of a split depends only on (seed, split, i), so output is identical for any worker count.
 
 Layout written by `generate_corpus`: OUT/train/*.array_record, OUT/heldout/*.array_record, OUT/corpus.json.
@@ -202,14 +205,30 @@ def _turns(rng, parts: list[dict]) -> list[dict]:
     return turns
 
 
-def make_clip(seed: int, split: str, index: int, size: int = 64, speech: bool | None = None):
-    """Clip `index` of `split`: a VideoExample holding MP4 bytes (H.264, + AAC unless silent) and its texts."""
+def gist(parts: list[dict]) -> dict:
+    """The gist of a clip in the API's shape (infer/schemas.GIST): the title names each part's colour and
+    shape (and a single part's direction), topics the shapes and motions, hashtags colours and shapes."""
+    shapes = list(dict.fromkeys(f"{p['colour']} {p['shape']}" for p in parts))
+    motions = list(dict.fromkeys(f"moving {p['direction']}" for p in parts))
+    title = " then ".join(f"{p['colour']} {p['shape']}" for p in parts)
+    if len(parts) == 1:
+        title += f" {motions[0]}"
+    tags = list(dict.fromkeys(f"#{p[k]}" for k in ("colour", "shape") for p in parts))
+    return {"title": title, "topics": (shapes + motions)[:3], "hashtags": tags[:4]}
+
+
+def make_clip(seed: int, split: str, index: int, size: int = 64, speech: bool | None = None,
+              num_parts: int | None = None):
+    """Clip `index` of `split`: a VideoExample holding MP4 bytes (H.264, + AAC unless silent) and its texts.
+    `num_parts` (1 or 2) fixes the number of parts (a separate stream of clips); by default train clips are
+    two-part with probability TWO_PART_FRACTION and held-out clips single-part."""
     from data_pipelines.sources.encode import encode_clip
     from data_pipelines.records.format import VideoExample
 
-    rng = np.random.default_rng([seed, SPLITS[split], index])
+    fixed = num_parts
+    rng = np.random.default_rng([seed, SPLITS[split], index] + ([fixed] if fixed else []))
     combos = HELDOUT_COMBOS if split == "heldout" else TRAIN_COMBOS
-    num_parts = 2 if split == "train" and rng.random() < TWO_PART_FRACTION else 1
+    num_parts = fixed or (2 if split == "train" and rng.random() < TWO_PART_FRACTION else 1)
     silent = split == "train" and rng.random() < SILENT_FRACTION
     picks = rng.choice(len(combos), size=num_parts, replace=False)
     speech = speech_available() if speech is None else speech
@@ -244,7 +263,7 @@ def make_clip(seed: int, split: str, index: int, size: int = 64, speech: bool | 
     sound = np.clip(np.concatenate(audio), -1, 1) if audio else None
     data = encode_clip(np.concatenate(video), FPS, sound, SAMPLE_RATE)
     return VideoExample(
-        id=f"synth-{split}-{index:06d}",
+        id=f"synth-{split}-{index:06d}" + (f"-{fixed}part" if fixed else ""),
         video=data,
         fps=float(FPS),
         duration=num_parts * PART_SECONDS,
@@ -253,6 +272,7 @@ def make_clip(seed: int, split: str, index: int, size: int = 64, speech: bool | 
         transcript=transcript,
         segments=segments,
         metadata={"source": "synth", "split": split, "attributes": parts[0], "parts": parts, "mcq": multiple_choice(parts),
+                  "gist": gist(parts),
                   "two_part": num_parts == 2, "silent": silent, "speech": any(p["word"] for p in parts),
                   "seed": seed, "index": index},
     )

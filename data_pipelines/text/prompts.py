@@ -3,8 +3,19 @@
 Training conversations built from a record (`conversations`):
   - each caption -> [user: DESCRIBE, assistant: caption]
   - the record's instruction turns, as they are
-  - timed `segments` -> [user: CHAPTER, assistant: chapters as JSON], the API's chapter shape:
-    [{"chapter_number" (from 0), "start_sec", "end_sec", "chapter_title", "chapter_summary"}]
+  - the API tasks (`task_conversations`), each answered exactly as the task answers at inference
+    (pegasus_jax/infer/api.py: the same prompt; the JSON in the task schema's key order, compact, as
+    the grammar engine writes it, infer/grammar.py):
+    - metadata "gist" {"title", "topics", "hashtags"} -> [user: GIST, assistant: that JSON];
+    - metadata "summary", else the first caption -> [user: SUMMARY, assistant: the text];
+    - timed `segments` -> [user: CHAPTER, assistant: chapters JSON], the API's chapter shape
+      [{"chapter_number" (from 0), "start_sec", "end_sec", "chapter_title", "chapter_summary"}], and
+      [user: HIGHLIGHT, assistant: highlights JSON], one highlight per segment
+      [{"start_sec", "end_sec", "highlight", "highlight_summary"}].
+Which sources give which (docs/record_format.md): every captioned record gives a summary; timed segments
+(ActivityNet Captions, a folder's "segments", the built-in corpus) give chapters and highlights; a gist
+needs a title, topics and hashtags, which captions do not hold: the built-in corpus writes them from its
+known attributes, and a folder's captions.jsonl may carry a "gist" object.
 """
 from __future__ import annotations
 
@@ -19,8 +30,8 @@ HIGHLIGHT = "List the highlights of the video as JSON."
 TASKS = {"describe": DESCRIBE, "caption": DESCRIBE, "gist": GIST, "summary": SUMMARY, "chapter": CHAPTER,
          "highlight": HIGHLIGHT}
 
-# Which conversations each corpus kind trains on (data.mixture kinds).
-KINDS = ("video", "caption", "instruction", "image")
+# Which conversations each corpus kind trains on (data.mixture kinds); "tasks": the API tasks alone.
+KINDS = ("video", "caption", "instruction", "image", "tasks")
 TITLE_WORDS = 6
 
 
@@ -43,8 +54,44 @@ def chapters(segments: list[dict]) -> list[dict]:
     return out
 
 
+def highlights(segments: list[dict]) -> list[dict]:
+    """Highlight objects from timed segments, one per segment: the text's first words, then all of it."""
+    return [{"start_sec": c["start_sec"], "end_sec": c["end_sec"], "highlight": c["chapter_title"],
+             "highlight_summary": c["chapter_summary"]} for c in chapters(segments)]
+
+
+def task_json(doc) -> str:
+    """A task answer as the constrained decoder writes it: compact JSON (grammar.JSON_OPTIONS), keys in
+    the schema's order (the order the objects above are built in)."""
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
 def chapters_json(segments: list[dict]) -> str:
-    return json.dumps(chapters(segments), ensure_ascii=False)
+    return task_json(chapters(segments))
+
+
+def gist_target(ex) -> dict | None:
+    """The record's gist {"title", "topics", "hashtags"} (metadata "gist"), or None."""
+    gist = (ex.metadata or {}).get("gist")
+    if not isinstance(gist, dict) or not all(k in gist for k in ("title", "topics", "hashtags")):
+        return None
+    return {"title": str(gist["title"]), "topics": [str(t) for t in gist["topics"]],
+            "hashtags": [str(h) for h in gist["hashtags"]]}
+
+
+def task_conversations(ex) -> list[list[dict]]:
+    """The API-task conversations of one record (see the module docstring)."""
+    out = []
+    gist = gist_target(ex)
+    if gist is not None:
+        out.append([_user(GIST), _assistant(task_json(gist))])
+    summary = (ex.metadata or {}).get("summary") or next((c for c in ex.captions if c.strip()), None)
+    if summary:
+        out.append([_user(SUMMARY), _assistant(str(summary).strip())])
+    if ex.segments:
+        out.append([_user(CHAPTER), _assistant(chapters_json(ex.segments))])
+        out.append([_user(HIGHLIGHT), _assistant(task_json(highlights(ex.segments)))])
+    return out
 
 
 def _user(text: str) -> dict:
@@ -69,7 +116,8 @@ def _paired(turns: list[dict]) -> list[dict]:
 
 def conversations(ex, kind: str = "video") -> list[list[dict]]:
     """The training conversations of one record (see the module docstring); kind narrows them:
-    "caption"/"image" -> captions only, "instruction" -> turns only, "video" -> everything."""
+    "caption"/"image" -> captions only, "instruction" -> turns only, "tasks" -> the API tasks only,
+    "video" -> captions, turns and chapters (the mix the demo's accuracies were tuned on)."""
     if kind not in KINDS:
         raise ValueError(f"unknown corpus kind {kind!r}; expected one of {KINDS}")
     out = []
@@ -81,4 +129,6 @@ def conversations(ex, kind: str = "video") -> list[list[dict]]:
             out.append(turns)
     if kind == "video" and ex.segments:
         out.append([_user(CHAPTER), _assistant(chapters_json(ex.segments))])
+    if kind == "tasks":
+        out += task_conversations(ex)
     return out

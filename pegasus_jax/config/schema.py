@@ -42,7 +42,7 @@ def data_config() -> ml_collections.ConfigDict:
     dt.decoder = "pyav"  # decoder name in data_pipelines.decode.registry.DECODERS, or "module:function"
     dt.isolate_decode = True  # decode in a helper process: survives decoder crashes, enforces the timeout
     dt.cache_media_mb = 0  # keep up to this many MiB of decoded media per process for later epochs; 0 = off
-    dt.mixture = ()  # ((records glob | 'builtin', weight, kind), ...); kind: video | caption | instruction | image
+    dt.mixture = ()  # ((records glob | 'builtin', weight, kind), ...); kind: video|caption|instruction|image|tasks
     dt.synth_clips = 2000
     # Sequence packing of training batches (data_pipelines/batch/packing.py; evaluation never packs): each
     # batch row is one decoder sequence of pack_tokens positions and pack_segments segment slots holding

@@ -152,24 +152,39 @@ class Pegasus:
 
     # -- tasks ------------------------------------------------------------------------------------
     def gist(self, video_path: str, transcript: Transcript = None, **sampling) -> dict:
-        doc = json.loads(self.generate(video_path, prompts.GIST, schema=schemas.GIST, transcript=transcript,
-                                       **{"max_new_tokens": 160, **sampling}))
-        return {"id": _video_id(video_path), **doc}
+        return self.gist_batch([video_path], [transcript], **sampling)[0]
+
+    def gist_batch(self, video_paths: list[str], transcripts: list[Transcript] | None = None, **sampling) -> list[dict]:
+        """`gist` of each video (with its transcript in `transcripts`, None for none), decoded as one batch."""
+        docs = self.generate_batch([(p, prompts.GIST) for p in video_paths], schema=schemas.GIST,
+                                   transcripts=transcripts, **{"max_new_tokens": 160, **sampling})
+        return [{"id": _video_id(p), **json.loads(d)} for p, d in zip(video_paths, docs)]
 
     def summarize(self, video_path: str, type: str = "summary", transcript: Transcript = None, **sampling) -> dict:
+        return self.summarize_batch([video_path], type, [transcript], **sampling)[0]
+
+    def summarize_batch(self, video_paths: list[str], type: str = "summary",
+                        transcripts: list[Transcript] | None = None, **sampling) -> list[dict]:
+        """`summarize` of each video (with its transcript in `transcripts`); chapters and highlights are decoded
+        one batch per duration, since their schema bounds the times by it."""
         if type not in SUMMARY_TYPES:
             raise ValueError(f"type must be one of {SUMMARY_TYPES}")
-        vid = _video_id(video_path)
         if type == "summary":
-            return {"id": vid, "summary": self.generate(video_path, prompts.SUMMARY, transcript=transcript,
-                                                        **sampling).strip()}
-        duration = check_video(video_path).duration  # headers only; generate() encodes the video
-        schema = schemas.chapters(duration) if type == "chapter" else schemas.highlights(duration)
-        task = prompts.CHAPTER if type == "chapter" else prompts.HIGHLIGHT
-        items = json.loads(self.generate(video_path, task, schema=schema, transcript=transcript,
-                                         **{"max_new_tokens": 256, **sampling}))
-        key = "chapters" if type == "chapter" else "highlights"
-        return {"id": vid, key: schemas.order_timed(items, numbered=type == "chapter")}
+            texts = self.generate_batch([(p, prompts.SUMMARY) for p in video_paths], transcripts=transcripts, **sampling)
+            return [{"id": _video_id(p), "summary": t.strip()} for p, t in zip(video_paths, texts)]
+        transcripts = transcripts or [None] * len(video_paths)
+        task, key = (prompts.CHAPTER, "chapters") if type == "chapter" else (prompts.HIGHLIGHT, "highlights")
+        durations = [check_video(p).duration for p in video_paths]  # headers only; generate encodes the video
+        out = [None] * len(video_paths)
+        for duration in sorted(set(durations)):
+            rows = [i for i, d in enumerate(durations) if d == duration]
+            schema = schemas.chapters(duration) if type == "chapter" else schemas.highlights(duration)
+            docs = self.generate_batch([(video_paths[i], task) for i in rows], schema=schema,
+                                       transcripts=[transcripts[i] for i in rows], **{"max_new_tokens": 256, **sampling})
+            for i, doc in zip(rows, docs):
+                out[i] = {"id": _video_id(video_paths[i]),
+                          key: schemas.order_timed(json.loads(doc), numbered=type == "chapter")}
+        return out
 
     # -- scoring ----------------------------------------------------------------------------------
     def eval_loss(self, records_glob: str, batches: int = 50) -> dict:
