@@ -29,4 +29,10 @@ def test_apply_chat_template_and_generate_match_ours(reference, tmp_path):
     with torch.no_grad():  # eos and pad come from the export's generation_config.json
         out = hf.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids):].tolist()
     theirs = out[:next((i for i, t in enumerate(out) if t in (tok.eot_id, tok.eos_id)), len(out))]
-    assert theirs == ours and len(ours) >= 3, (ours, theirs)
+    assert theirs == ours and ours, (ours, theirs)
+    # The tiny model may end its answer within a few tokens: past the stop ids too, all 12 tokens agree.
+    ours = Generator(model, stop_ids=(), pad_id=tok.pad_id).generate_ids([ids], None, SamplingParams(max_new_tokens=12))[0]
+    hf.generation_config.eos_token_id = None
+    with torch.no_grad():
+        theirs = hf.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids):].tolist()
+    assert theirs == ours and len(ours) == 12, (ours, theirs)
