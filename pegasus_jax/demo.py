@@ -196,7 +196,7 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
     from pegasus_jax.infer.api import Pegasus
     from pegasus_jax.train.trainer import train
 
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     config = load_config(config_path or bundled("demo"), overrides or {})
     os.makedirs(workdir, exist_ok=True)
     print(f"[demo] training {config.name} in {workdir} (at most {config.train.steps} steps, "
@@ -205,7 +205,8 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
     t_train = time.perf_counter()
     curve = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
     losses = [r for r in curve if "loss" in r]
-    stages = {"corpus": _corpus_seconds(workdir), "train": t_train - t0}
+    corpus_s = _corpus_seconds(workdir, started)  # the trainer made the corpus, if this run did
+    stages = {"corpus": corpus_s, "train": t_train - t0 - (corpus_s or 0.0)}
 
     def timed(name, fn, *args, **kwargs):
         start = time.perf_counter()
@@ -230,13 +231,13 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
         ablation["no_transcript"] = timed("caption_no_transcript", score, transcript=False)[0]
     chance = {k: 1.0 / len(synth.ATTRIBUTES[k]) for k in keys}
 
-    count = config.demo.task_clips
+    count = config.demo.get("task_clips", 64)
     print(f"[demo] gist on {count} held-out clips, chapters and highlights on {count} held-out two-part clips",
           flush=True)
     two_part = timed("two_part_clips", lambda: [synth.make_clip(config.seed, "heldout", i, num_parts=2)
                                                 for i in range(count)])
     tasks = timed("tasks", task_accuracy, api, workdir, heldout[:count], two_part, speech)
-    sample = os.path.join(workdir, "task_clips", f"{heldout[0].id}.mp4")
+    sample = write_clips(os.path.join(workdir, "task_clips"), heldout[:1])[0]
     print("[demo] exporting to PyTorch and checking the export without JAX", flush=True)
     exported = timed("export", check_export, api, workdir, heldout[0])
     seconds = time.perf_counter() - t0
@@ -270,10 +271,11 @@ def run_demo(workdir: str, config_path: str | None = None, overrides: dict | Non
     return report
 
 
-def _corpus_seconds(workdir: str) -> float | None:
-    """How long generating the built-in corpus took (its corpus.json), None when the run read other data."""
+def _corpus_seconds(workdir: str, since: float) -> float | None:
+    """How long generating the built-in corpus took (its corpus.json), None when it was made before `since`
+    (a rerun in the same workdir) or the run read other data."""
     path = os.path.join(workdir, "corpus", "corpus.json")
-    if not os.path.exists(path):
+    if not os.path.exists(path) or os.path.getmtime(path) < since:
         return None
     with open(path) as f:
         return json.load(f)["seconds"]

@@ -23,6 +23,7 @@ from pegasus_jax.cli.args import lora_alphas_from_args, sampling_from_args
 from pegasus_jax.cli.generate import add_model_flags, add_sampling_flags, check_model_flags, load_model
 from pegasus_jax.cli.speech import TranscriptSource, add_transcript_flags
 from pegasus_jax.errors import UserError
+from pegasus_jax.evaluate.caption_data import REFERENCE_MODES
 
 
 def register(subparsers) -> None:
@@ -39,7 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--videos", help="folder the annotations' video paths are relative to (default: theirs)")
     p.add_argument("--predictions", help="JSONL of {id, prediction}: score these instead of generating")
     p.add_argument("--prompt", help="generation prompt for caption / vidfactscore / qefvc")
-    p.add_argument("--references", choices=("all", "fused"), default="all",
+    p.add_argument("--references", choices=REFERENCE_MODES, default="all",
                    help="caption, vidfactscore, qefvc: score against all captions of a video, or against its "
                         "'fused_reference' (written by `eval fuse-references`)")
     p.add_argument("--meteor", action="store_true", help="caption: also METEOR (needs java, ~10 s)")
@@ -92,11 +93,11 @@ def run(args) -> int:
         raise UserError(f"--transcripts / --asr-model feed the model's generation; not with "
                         f"{'--predictions' if args.predictions else '--benchmark ' + args.benchmark}")
     uses_model = bool(args.checkpoint) and not (args.predictions and args.benchmark not in ("mcq", "loss"))
-    if uses_model:
-        check_model_flags(args, sweep=True)
-    elif alphas or args.num_segments is not None:
+    if not uses_model and (alphas or args.num_segments is not None):
         raise UserError("--lora-alpha and --num-segments set the model's generation: pass --checkpoint, not --predictions")
     distributed.initialize()  # a multi-process job splits the inputs over its processes
+    if uses_model:
+        check_model_flags(args, sweep=True)  # the checkpoint's metadata (after initialize: Orbax starts the backend)
     if speech is not None and args.checkpoint:
         speech.check_model(args.checkpoint)  # its metadata only (after initialize: Orbax starts the backend)
     session = _judge_session(args) if args.benchmark in JUDGED and distributed.is_main() else None

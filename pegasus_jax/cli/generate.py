@@ -149,13 +149,13 @@ def run(args) -> int:
     from pegasus_jax.infer.video_input import check_video
     from pegasus_jax.train import distributed
 
-    check_model_flags(args, sweep=False)
     if single:
         duration = check_video(args.video).duration  # a bad video fails before the seconds spent loading the model
         if speech is not None:
             speech.check_video(duration)
     else:
         distributed.initialize()  # a multi-process job splits a batch over its processes
+    check_model_flags(args, sweep=False)  # the checkpoint's metadata (after initialize: Orbax starts the backend)
     if speech is not None:
         speech.check_model(args.checkpoint)  # its metadata only (after initialize: Orbax starts the backend)
     model = load_model(args)

@@ -32,6 +32,7 @@ class TranscriptSource:
 
     def __init__(self, spec: str | None, asr_model: str | None, flag: str):
         self.flag, self.asr_model, self._asr = flag, asr_model, None
+        self._transcribed: dict[tuple[str, int], list[dict]] = {}  # each video transcribed once per segment plan
         self.file, self.by_stem = None, {}
         if spec and os.path.isdir(spec):
             for name in sorted(os.listdir(spec)):
@@ -86,4 +87,7 @@ class TranscriptSource:
             from pegasus_jax.infer.asr import WhisperTranscriber
 
             self._asr = WhisperTranscriber(self.asr_model)
-        return self._asr.transcribe_segments(path, config)
+        key = (path, config.data.max_segments)  # QA files ask several questions of one video
+        if key not in self._transcribed:
+            self._transcribed[key] = self._asr.transcribe_segments(path, config)
+        return self._transcribed[key]

@@ -129,6 +129,8 @@ class Pegasus:
         params = SamplingParams(**{"max_new_tokens": 96, **sampling})
         constraint = self._constraint(schema, regex, len(items), params.stop)
         transcripts = transcripts or [None] * len(items)
+        if len(transcripts) != len(items):
+            raise ValueError(f"{len(transcripts)} transcripts for {len(items)} items: give one per item (None for none)")
         prefixes = [self.encode_video(path, transcript) for (path, _), transcript in zip(items, transcripts)]
         prefix = _stack_prefixes(prefixes)
         ids = [self._prompt(p) for _, p in items]
