@@ -11,7 +11,7 @@ import json
 import os
 from typing import Callable
 
-from pegasus_jax.evaluate.report import _cell, flatten
+from pegasus_jax.evaluate.report import format_cell, flatten
 
 
 def alpha_folder(out: str, alpha: float) -> str:
@@ -45,6 +45,6 @@ def table_markdown(table: dict) -> str:
     lines = [f"# {table['benchmark']}: scores per LoRA alpha", "", "| " + " | ".join(columns) + " |",
              "|" + "---|" * len(columns)]
     for row in table["rows"]:
-        lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+        lines.append("| " + " | ".join(format_cell(row.get(c)) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 

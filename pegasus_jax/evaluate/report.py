@@ -21,7 +21,7 @@ def flatten(aggregate: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _cell(value) -> str:
+def format_cell(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -32,9 +32,9 @@ def _cell(value) -> str:
 def markdown_summary(report: dict) -> str:
     meta = report["meta"]
     lines = [f"# {report['benchmark']} evaluation", ""]
-    lines += [f"- {key}: {_cell(value)}" for key, value in meta.items() if not isinstance(value, dict)]
+    lines += [f"- {key}: {format_cell(value)}" for key, value in meta.items() if not isinstance(value, dict)]
     lines += ["", "| metric | value |", "| --- | --- |"]
-    lines += [f"| {name} | {_cell(value)} |" for name, value in flatten(report["aggregate"]).items()]
+    lines += [f"| {name} | {format_cell(value)} |" for name, value in flatten(report["aggregate"]).items()]
     return "\n".join(lines) + "\n"
 
 
@@ -89,7 +89,7 @@ def compare_markdown(path_a: str, path_b: str) -> str:
         for metric in list(flat_a) + [m for m in flat_b if m not in flat_a]:
             va, vb = flat_a.get(metric), flat_b.get(metric)
             numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (va, vb))
-            delta = _cell(float(vb - va)) if numeric else "-"
-            out.append(f"| {metric} | {_cell(va)} | {_cell(vb)} | {delta} |")
+            delta = format_cell(float(vb - va)) if numeric else "-"
+            out.append(f"| {metric} | {format_cell(va)} | {format_cell(vb)} | {delta} |")
         out.append("")
     return f"A: {path_a}\nB: {path_b}\n\n" + "\n".join(out)
