@@ -113,9 +113,7 @@ class Generator:
         """Host side of a constrained step (an io_callback): feed each live row's token to the engine."""
         run = self._engine_run
         run.steps += 1
-        if run.steps > run.budget:  # steps past the budget in the last chunk: padding, not answer
-            return np.full_like(run.constraint.bitmask, -1), np.ones_like(run.finished)
-        for i in np.flatnonzero(~run.finished):
+        for i in np.flatnonzero(~run.finished) if run.steps <= run.budget else ():  # past it: padding steps
             t = int(token[i])
             if t in run.stop_ids:  # the engine allows the end id only where the document is complete
                 run.finished[i] = True
@@ -125,7 +123,8 @@ class Generator:
             run.finished[i] = run.constraint.stopped(i)
         if run.steps >= run.budget:  # rows still open are closed by the engine after the chunk
             return np.full_like(run.constraint.bitmask, -1), np.ones_like(run.finished)
-        return np.array(run.constraint.masks(run.finished)), run.finished.copy()
+        run.next_mask = np.array(run.constraint.masks(run.finished))
+        return run.next_mask, run.finished.copy()
 
     # -- public API -------------------------------------------------------------------------------
     def generate_ids(self, prompts: list[list[int]], prefix: tuple[jax.Array, jax.Array] | None,
@@ -196,20 +195,19 @@ class Generator:
         """CHUNK tokens per call under the constraint's masks (`_engine_step` fills `out` as they come);
         rows the budget cut short are closed by the engine."""
         run = _EngineRun(constraint, finished, out, set(np.asarray(self.stop_ids).tolist()), params.max_new_tokens)
-        mask = jnp.asarray(constraint.masks(finished))
         produced = 0
         while produced < params.max_new_tokens and not finished.all():
             key_data = jax.random.key_data(jax.random.fold_in(key, produced))
             # Set for each chunk, which runs to completion here: streams of one Generator may interleave.
             self._engine_run = run
             try:
-                cache, logits, position, done, _, _ = self._decode_chunk(
-                    self.state, cache, logits, position, jnp.asarray(finished), mask, rule, CHUNK, key_data)
+                cache, logits, position, done, _, _ = self._decode_chunk(self.state, cache, logits, position,
+                                                                         jnp.asarray(finished), jnp.asarray(run.next_mask),
+                                                                         rule, CHUNK, key_data)
                 jax.block_until_ready(done)  # the callbacks of this chunk have run
             finally:
                 self._engine_run = None
             produced += CHUNK
-            mask = jnp.asarray(constraint.masks(finished))
             yield [list(o) for o in out]
         closed = False
         for i in np.flatnonzero(~finished):
@@ -226,6 +224,7 @@ class _EngineRun:
     def __init__(self, constraint, finished: np.ndarray, out: list[list[int]], stop_ids: set[int], budget: int):
         self.constraint, self.finished, self.out, self.stop_ids, self.budget = constraint, finished, out, stop_ids, budget
         self.steps = 0
+        self.next_mask = np.array(constraint.masks(finished))  # the next token's, updated by each step
 
 
 def _allowed(bitmask, size: int):
