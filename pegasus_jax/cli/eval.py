@@ -96,10 +96,8 @@ def run(args) -> int:
     if not uses_model and (alphas or args.num_segments is not None):
         raise UserError("--lora-alpha and --num-segments set the model's generation: pass --checkpoint, not --predictions")
     distributed.initialize()  # a multi-process job splits the inputs over its processes
-    if uses_model:
-        check_model_flags(args, sweep=True)  # the checkpoint's metadata (after initialize: Orbax starts the backend)
-    if speech is not None and args.checkpoint:
-        speech.check_model(args.checkpoint)  # its metadata only (after initialize: Orbax starts the backend)
+    if uses_model:  # speech without a model was refused above
+        check_model_flags(args, sweep=True, speech=speech)  # after initialize: Orbax starts the backend
     session = _judge_session(args) if args.benchmark in JUDGED and distributed.is_main() else None
     model = load_model(args) if uses_model else None
     transcript = (lambda video: speech.for_video(video, model.config)) if speech is not None else None

@@ -37,11 +37,11 @@ def add_sampling_flags(p, max_tokens_default: str = "the task's") -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
 
 
-def check_model_flags(args, sweep: bool) -> None:
-    """--num-segments and --lora-alpha (with `sweep`, a list) against the checkpoint's config (its metadata
-    only): a one-line error before the model loads."""
+def check_model_flags(args, sweep: bool, speech=None) -> None:
+    """--num-segments, --lora-alpha (with `sweep`, a list) and a transcript source (`speech`) against the
+    checkpoint's config (its metadata only, read once): a one-line error before the model loads."""
     alphas = lora_alphas_from_args(args, sweep)
-    if args.num_segments is None and not alphas:
+    if args.num_segments is None and not alphas and speech is None:
         return
     from pegasus_jax.infer.checkpoint_loader import config_from_metadata
     from pegasus_jax.infer.video_input import check_num_segments
@@ -53,6 +53,8 @@ def check_model_flags(args, sweep: bool) -> None:
         check_num_segments(config, args.num_segments)
     for alpha in alphas:
         check_lora_alpha(config, alpha)
+    if speech is not None:
+        speech.check_model(config, args.checkpoint)
 
 
 def load_model(args):
@@ -155,9 +157,7 @@ def run(args) -> int:
             speech.check_video(duration)
     else:
         distributed.initialize()  # a multi-process job splits a batch over its processes
-    check_model_flags(args, sweep=False)  # the checkpoint's metadata (after initialize: Orbax starts the backend)
-    if speech is not None:
-        speech.check_model(args.checkpoint)  # its metadata only (after initialize: Orbax starts the backend)
+    check_model_flags(args, sweep=False, speech=speech)  # after initialize: Orbax starts the backend
     model = load_model(args)
     if args.task == "generate" and args.stop:
         sampling["stop"] = tuple(args.stop)

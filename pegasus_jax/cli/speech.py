@@ -63,12 +63,8 @@ class TranscriptSource:
     def single_file(self) -> bool:
         return self.file is not None
 
-    def check_model(self, checkpoint: str) -> None:
-        """The checkpoint's model reads transcripts (its config, from the metadata: no weights are read)."""
-        from pegasus_jax.infer.checkpoint_loader import config_from_metadata
-        from pegasus_jax.train.checkpoint import read_metadata, resolve_checkpoint
-
-        config = config_from_metadata(read_metadata(*resolve_checkpoint(checkpoint)))
+    def check_model(self, config, checkpoint: str) -> None:
+        """The checkpoint's model (`config`, from its metadata) reads transcripts."""
         if config.model.transcript_tokens == 0:
             flag = "--asr-model" if self.asr_model else self.flag
             raise UserError(f"{flag}: the model in {checkpoint} has no transcript stream (model.transcript_tokens = 0)")
