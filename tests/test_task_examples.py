@@ -5,6 +5,7 @@ form the task prompts and parses at inference: the task's prompt, and an answer 
 import json
 
 import jsonschema
+import numpy as np
 import pytest
 
 from data_pipelines.records.format import VideoExample
@@ -65,6 +66,30 @@ def test_builtin_two_part_clip_trains_every_task(accepts):
     assert len(single.segments) == 1 and single.id != clip.id
     title = json.loads(by_prompt(single)[prompts.GIST])["title"]
     assert title == f"{attrs['colour']} {attrs['shape']} moving {attrs['direction']}"
+
+
+def test_the_task_grammar_allows_the_tokens_training_feeds(corpus):
+    """Constrained decoding leaves the model its training tokenization: each task answer of a built-in clip,
+    encoded as training encodes it (a SentencePiece dummy-prefix space opening it, pieces reaching across
+    JSON punctuation into names and numbers), is allowed token by token by the task's mask, and the text
+    comes back as it was. Before, the first token (' {"title":"') and pieces past a fixed property name
+    ('end_sec":4.0,"') were refused, and a trained model's gists and chapters went astray."""
+    tokenizer = load_tokenizer(corpus["tokenizer"])
+    vocabulary = grammar.Vocabulary(tokenizer, tokenizer.eot_id, tokenizer.vocab_size + 4)
+    assert vocabulary.leading_space
+    for parts in (1, 2):
+        clip = synth.make_clip(0, "heldout", 3, size=32, speech=False, num_parts=parts)
+        answers = by_prompt(clip)
+        for prompt, schema in ((prompts.GIST, schemas.GIST), (prompts.CHAPTER, schemas.chapters(clip.duration)),
+                               (prompts.HIGHLIGHT, schemas.highlights(clip.duration))):
+            constraint = grammar.GrammarConstraint(vocabulary, grammar.json_grammar(schema), 1)
+            ids = tokenizer.encode(answers[prompt])
+            for i, token in enumerate(ids):
+                mask = constraint.masks(np.zeros(1, bool))[0]
+                assert (mask[token // 32] >> (token % 32)) & 1, (prompt, tokenizer.decode(ids[:i]),
+                                                                 vocabulary.tokens[token])
+                constraint.consume(0, token)
+            assert constraint.matchers[0].is_accepting() and constraint.text(ids) == answers[prompt]
 
 
 def test_activitynet_segments_train_chapters_highlights_and_summary(tmp_path, accepts):

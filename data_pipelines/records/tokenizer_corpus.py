@@ -6,17 +6,17 @@ from typing import Iterable
 from data_pipelines.errors import UserError
 from data_pipelines.records.format import invalid_text_fields
 from data_pipelines.records.shards import read_all
-from data_pipelines.text.prompts import conversations
+from data_pipelines.text.prompts import conversations, task_conversations
 from data_pipelines.text.tokenizer import train
 
 
 def record_texts(pattern) -> Iterable[str]:
-    """Every text a model trained on these records will read: the rendered training conversations
-    (task prompts and chapter JSON included) and the transcripts."""
+    """Every text a model trained on these records will read: the rendered training conversations of
+    every corpus kind (the API tasks' prompts and JSON answers included) and the transcripts."""
     for ex in read_all(pattern):
         if invalid_text_fields(ex):
             continue
-        for conversation in conversations(ex):
+        for conversation in conversations(ex) + task_conversations(ex):
             for turn in conversation:
                 yield turn["text"]
         for item in ex.transcript:

@@ -5,7 +5,8 @@ tone of one pitch plays (and, where `espeak-ng` is on PATH, a voice says one wor
 from a small grammar that contains the attribute words verbatim; QA turns ask for single
 attributes with one-word answers. A quarter of the training clips are two-part (4 s: each 2 s part
 has its own shape/colour/direction/pitch) with one timed `segments` entry per part (chapter and
-highlight targets); every clip's metadata "gist" names its colours, shapes and directions (`gist`).
+highlight targets naming its colour, shape and direction, `chapter_text`); every clip's metadata "gist"
+names its colours, shapes and directions (`gist`).
 A tenth of the training clips are silent (no audio track; pitch None, captions name no tone), as
 real corpora hold silent videos: a model trained on this corpus can describe a clip without sound.
 
@@ -183,6 +184,13 @@ def _caption(rng, attrs: dict) -> str:
     return text
 
 
+def chapter_text(attrs: dict) -> str:
+    """A part's timed-segment text (chapter and highlight titles and summaries): what is seen, in a few words,
+    so a two-part clip's chapter JSON stays within the demo's text budget (the caption also names the tone
+    and the spoken word)."""
+    return f"{attrs['colour']} {attrs['shape']} moving {attrs['direction']}"
+
+
 def multiple_choice(parts: list[dict]) -> list[dict]:
     """One multiple-choice question per attribute each part has (the records' metadata "mcq", which
     `data export-eval` writes out for the `mcq` benchmark); the task is the attribute."""
@@ -242,11 +250,12 @@ def make_clip(seed: int, split: str, index: int, size: int = 64, speech: bool | 
 
     background = _background(rng, size)
     frames_per_part = int(PART_SECONDS * FPS)
-    video, audio, transcript, segments = [], [], [], []
+    video, audio, transcript, segments, captions = [], [], [], [], []
     for p, attrs in enumerate(parts):
         start = p * PART_SECONDS
         video.append(_render_part(rng, attrs, background, size, frames_per_part))
-        segments.append({"start": start, "end": start + PART_SECONDS, "text": _caption(rng, attrs)})
+        captions.append(_caption(rng, attrs))
+        segments.append({"start": start, "end": start + PART_SECONDS, "text": chapter_text(attrs)})
         if silent:
             continue
         wave = _tone(rng, attrs["pitch"], PART_SECONDS)
@@ -259,7 +268,7 @@ def make_clip(seed: int, split: str, index: int, size: int = 64, speech: bool | 
                                "text": attrs["word"]})
         audio.append(wave)
 
-    caption = ", then ".join(s["text"] for s in segments)
+    caption = ", then ".join(captions)
     sound = np.clip(np.concatenate(audio), -1, 1) if audio else None
     data = encode_clip(np.concatenate(video), FPS, sound, SAMPLE_RATE)
     return VideoExample(

@@ -7,8 +7,14 @@ any tokenizer back end that lists its ids' bytes plugs in. The answer's end is t
 allowed only where the document is complete.
 
 JSON comes out compact (no whitespace between tokens): a barely trained model would otherwise spend
-its budget on spaces. A document cut short by the token budget is closed with a few more tokens
-chosen by the engine's mask alone (`GrammarConstraint.close`), so the answer still validates.
+its budget on spaces. Where the tokenizer opens every encoded text with a space (SentencePiece's dummy
+prefix, Llama 2's Metaspace), the answers a model was trained on began with a token holding that space
+(' {"title":"' ...), so the grammar allows one space before the document and the returned text drops it:
+without it the first token is one the model never saw there, and the rest of the answer went astray.
+Every token consistent with the grammar stays allowed (`decoding_grammar`): the model's own tokenization
+of text the grammar fixes is never refused. A document cut short by the token budget is closed with a
+few more tokens chosen by the engine's mask alone (`GrammarConstraint.close`), so the answer still
+validates.
 
 Every schema is checked before anything heavy (`check_schema`): against its draft's meta-schema,
 for keywords that no JSON Schema draft defines (a typo such as "maxLenght" would otherwise be ignored
@@ -109,6 +115,20 @@ def regex_grammar(regex: str, what: str = "regex") -> str:
     return grammar
 
 
+def decoding_grammar(grammar: str, leading_space: bool) -> str:
+    """`grammar` (the engine's top-level JSON) as decoding runs it: under a lark start rule that refers to it,
+    with "no_forcing" (where the grammar fixes the next text, a property name say, the engine would otherwise
+    allow only the one token it picks to cover that text, refusing the tokens a model was trained on: a
+    piece reaching past the name into the value, or a '}' piece beside the '}' byte) and, with
+    `leading_space`, one optional space before the answer."""
+    top = json.loads(grammar)
+    inner = top["grammars"][0]["name"]
+    space = '" "? ' if leading_space else ""
+    rule = f'%llguidance {{"no_forcing": true}}\nstart: {space}@{inner}'
+    top["grammars"] = [{"name": "answer", "lark_grammar": rule}] + top["grammars"]
+    return json.dumps(top)
+
+
 def request_grammar(schema=None, regex: str | None = None, stop=(), *, schema_name: str = "schema",
                     regex_name: str = "regex") -> str | None:
     """The grammar a request asks for (a schema, a regex, or None), checked whole: UserError names the flag."""
@@ -144,6 +164,9 @@ class Vocabulary:
         for i in text_ids:
             by_bytes.setdefault(self.tokens[i], i)
         self.closers = [by_bytes[c] for c in CLOSERS if c in by_bytes]
+        # Whether encoding opens a text with a space (a dummy prefix), as it opened every trained answer.
+        first = tokenizer.encode("x")[:1]
+        self.leading_space = bool(first) and (tokenizer.token_bytes(first[0]) or b"").startswith(b" ")
 
     def text(self, ids: list[int]) -> str:
         """The ids' text; bytes of a character not yet complete (mid-stream) are left out until it is."""
@@ -169,6 +192,7 @@ class GrammarConstraint:
 
     def __init__(self, vocab: Vocabulary, grammar: str, rows: int):
         self.vocab = vocab
+        grammar = decoding_grammar(grammar, vocab.leading_space)
         self.matchers = [llguidance.LLMatcher(vocab.engine, grammar, log_level=0) for _ in range(rows)]
         self.bitmask = llg_numpy.allocate_token_bitmask(rows, vocab.size)
 
@@ -206,7 +230,8 @@ class GrammarConstraint:
         return added
 
     def text(self, ids: list[int]) -> str:
-        return self.vocab.text(ids)
+        text = self.vocab.text(ids)
+        return text[1:] if self.vocab.leading_space and text.startswith(" ") else text
 
 
 def _unpack(words: np.ndarray, size: int) -> np.ndarray:
